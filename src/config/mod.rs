@@ -1,0 +1,88 @@
+//! Loading config: read → parse (unknown keys rejected, errors with their key path) → compile
+//! into a [`Snapshot`](crate::snapshot::Snapshot). `authedge check`, `authedge run` and SIGHUP
+//! reloads all go through [`load`], so what `check` accepts is exactly what `run` would run.
+
+pub mod schema;
+pub mod secret;
+
+use std::fmt;
+use std::path::Path;
+
+use crate::snapshot::{Snapshot, Warm};
+
+/// One problem with a config, with the key path it concerns (`routes[2].upstream`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found; never empty when returned as an error.
+#[derive(Debug, Clone, Default)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem::new(path, message));
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// Parse YAML text into the file schema. Errors carry the key path serde was at.
+pub fn parse(text: &str) -> Result<schema::FileConfig, Problems> {
+    let de = serde_norway::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let msg = e.into_inner().to_string();
+        Problems(vec![Problem::new(path, msg)])
+    })
+}
+
+/// Read and parse a file.
+pub fn read(path: &Path) -> Result<schema::FileConfig, Problems> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Problems(vec![Problem::new("", format!("cannot read {}: {e}", path.display()))]))?;
+    parse(&text)
+}
+
+/// The one load path: read, parse, validate and build every chain.
+pub async fn load(path: &Path, warm: &Warm, generation: u64) -> Result<Snapshot, Problems> {
+    let p = path.to_path_buf();
+    let cfg = tokio::task::spawn_blocking(move || read(&p))
+        .await
+        .map_err(|e| Problems(vec![Problem::new("", format!("config loader failed: {e}"))]))??;
+    crate::snapshot::compile(cfg, warm, generation, Some(path)).await
+}

@@ -1,0 +1,246 @@
+//! The config file's types: serde only, unknown keys rejected everywhere. Cross-field checks live
+//! in `validate`/`snapshot`, which collect every problem with its path.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::jwt::JwtConfig;
+use crate::auth::opaque::{OpaqueRealmConfig, OpaqueRouteConfig};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerConfig,
+    pub listeners: Vec<ListenerConfig>,
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Peers whose `X-Forwarded-For` is believed (CIDRs).
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    #[serde(default)]
+    pub identity_headers: IdentityHeadersConfig,
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Named opaque-token realms (users, keys, token endpoint), used by `opaque` filters.
+    #[serde(default)]
+    pub opaque: BTreeMap<String, OpaqueRealmConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Worker threads of the proxy service.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// Tokio work stealing between worker threads (off: less CPU per request).
+    #[serde(default)]
+    pub work_stealing: bool,
+    /// Seconds SIGTERM waits for in-flight requests.
+    #[serde(default = "default_grace")]
+    pub grace_period_seconds: u64,
+    #[serde(default = "default_pid_file")]
+    pub pid_file: String,
+    #[serde(default = "default_upgrade_sock")]
+    pub upgrade_sock: String,
+    /// Idle upstream connections kept per service.
+    #[serde(default = "default_pool")]
+    pub upstream_keepalive_pool_size: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            threads: default_threads(),
+            work_stealing: false,
+            grace_period_seconds: default_grace(),
+            pid_file: default_pid_file(),
+            upgrade_sock: default_upgrade_sock(),
+            upstream_keepalive_pool_size: default_pool(),
+        }
+    }
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+fn default_grace() -> u64 {
+    5
+}
+fn default_pid_file() -> String {
+    "/tmp/authedge.pid".into()
+}
+fn default_upgrade_sock() -> String {
+    "/tmp/authedge_upgrade.sock".into()
+}
+fn default_pool() -> usize {
+    1024
+}
+
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `host:port` for TCP.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// A unix socket path instead of TCP.
+    #[serde(default)]
+    pub unix: Option<String>,
+    /// Terminate TLS with this PEM certificate chain and key.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port` of the side port serving `/metrics`, `/healthz`, `/readyz`.
+    pub address: String,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Default filter when `RUST_LOG` is unset.
+    #[serde(default = "default_level")]
+    pub level: String,
+    /// One info line per request (route, mode, outcome, reason, status, latency).
+    #[serde(default = "yes")]
+    pub access: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, level: default_level(), access: true }
+    }
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+fn yes() -> bool {
+    true
+}
+
+/// Header names for the standard identity fields. An empty string disables one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityHeadersConfig {
+    #[serde(default = "h_subject")]
+    pub subject: String,
+    #[serde(default = "h_issuer")]
+    pub issuer: String,
+    #[serde(default = "h_mode")]
+    pub mode: String,
+    #[serde(default = "h_scopes")]
+    pub scopes: String,
+    /// More header names to strip from every client request.
+    #[serde(default)]
+    pub strip: Vec<String>,
+}
+
+impl Default for IdentityHeadersConfig {
+    fn default() -> Self {
+        IdentityHeadersConfig {
+            subject: h_subject(),
+            issuer: h_issuer(),
+            mode: h_mode(),
+            scopes: h_scopes(),
+            strip: Vec::new(),
+        }
+    }
+}
+
+fn h_subject() -> String {
+    "X-Auth-Subject".into()
+}
+fn h_issuer() -> String {
+    "X-Auth-Issuer".into()
+}
+fn h_mode() -> String {
+    "X-Auth-Mode".into()
+}
+fn h_scopes() -> String {
+    "X-Auth-Scopes".into()
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `http://host:port`, `https://host:port`, or `unix:/path/to.sock`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The built-in echo upstream: answers with JSON of what it received.
+    #[serde(default)]
+    pub echo: bool,
+    #[serde(default = "default_connect", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_read", with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// Verify the upstream's certificate (https only).
+    #[serde(default = "yes")]
+    pub tls_verify: bool,
+    /// SNI and certificate name; defaults to the URL's host.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// Replace the request's `Host` header.
+    #[serde(default)]
+    pub host_header: Option<String>,
+}
+
+fn default_connect() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_read() -> Duration {
+    Duration::from_secs(60)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Metric/log label; defaults to `route<N>`.
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    pub path: String,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    pub upstream: String,
+    #[serde(default)]
+    pub public: bool,
+    #[serde(default)]
+    pub auth: Vec<FilterConfig>,
+    /// Forward the credential header the filter consumed (default: removed).
+    #[serde(default)]
+    pub keep_credentials: bool,
+}
+
+/// One filter of a route's chain, tagged by `type`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FilterConfig {
+    Jwt(Box<JwtConfig>),
+    Opaque(OpaqueRouteConfig),
+}

@@ -1,0 +1,17 @@
+//! authedge: an authenticating reverse proxy on Pingora.
+//!
+//! The binary (`src/main.rs`) only parses the command line; everything else lives here so that
+//! tests and benches use the same code the edge runs.
+
+pub mod auth;
+pub mod config;
+pub mod echo;
+pub mod identity;
+pub mod metrics;
+pub mod proxy;
+pub mod reload;
+pub mod routing;
+pub mod server;
+pub mod snapshot;
+pub mod tokens;
+pub mod upstream;

@@ -1,0 +1,117 @@
+//! Wiring: the control runtime, the first load, logging, and the Pingora services (proxy,
+//! metrics side port). Called by `authedge run`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use pingora::services::listening::Service;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::schema::{LogConfig, LogFormat};
+use crate::config::{self, Problems};
+use crate::metrics::{Metrics, SidePort};
+use crate::proxy::Edge;
+use crate::reload::Reloader;
+use crate::snapshot::{Snapshot, Warm};
+
+/// The runtime for background work: config loads, key fetches and refreshes, SIGHUP. Pingora's
+/// services each run their own runtimes; this one lives for the whole process.
+pub fn control_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("authedge-ctl")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the control runtime: {e}"))
+}
+
+/// `authedge check`: the load path of `run`, without side effects. `Ok` carries a summary.
+pub fn check(path: &Path) -> Result<String, Problems> {
+    let one = |m: String| Problems(vec![config::Problem::new("", m)]);
+    let rt = control_runtime().map_err(one)?;
+    let metrics = Arc::new(Metrics::new().map_err(|e| one(e.to_string()))?);
+    let warm = Warm::new(rt.handle().clone(), metrics, true).map_err(one)?;
+    let snap = rt.block_on(config::load(path, &warm, 1))?;
+    let upstreams: std::collections::HashSet<&str> = snap.routes.iter().map(|r| r.upstream.name.as_str()).collect();
+    Ok(format!("ok: {} routes, {} upstreams", snap.routes.len(), upstreams.len()))
+}
+
+fn init_logging(log: &LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    // The process ends through Pingora's exit; the writer lives until then.
+    std::mem::forget(guard);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    let _ = match log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// `authedge run`: load, start every service, serve until a signal ends the process.
+pub fn run(path: PathBuf) -> Result<(), String> {
+    // SIGHUP kills a process that does not handle it; ignore it until the reload task owns it.
+    // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+    let rt = control_runtime()?;
+    let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
+    let warm = Arc::new(Warm::new(rt.handle().clone(), metrics.clone(), false)?);
+    let snap: Snapshot = rt.block_on(config::load(&path, &warm, 1)).map_err(|p| p.to_string())?;
+    init_logging(&snap.log);
+    metrics.generation.set(1);
+    metrics.reloads.with_label_values(&["success"]);
+
+    let mut conf = ServerConf::default();
+    conf.threads = snap.server.threads;
+    conf.work_stealing = snap.server.work_stealing;
+    conf.grace_period_seconds = Some(snap.server.grace_period_seconds);
+    conf.graceful_shutdown_timeout_seconds = Some(snap.server.grace_period_seconds);
+    conf.pid_file = snap.server.pid_file.clone();
+    conf.upgrade_sock = snap.server.upgrade_sock.clone();
+    conf.upstream_keepalive_pool_size = snap.server.upstream_keepalive_pool_size;
+    let listeners = snap.listeners.clone();
+    let metrics_cfg = snap.metrics.clone();
+    let (routes, generation) = (snap.routes.len(), snap.generation);
+
+    let current = Arc::new(ArcSwap::from_pointee(snap));
+    let reloader = Arc::new(Reloader::new(path.clone(), current.clone(), warm.clone()));
+    let hangups = rt
+        .block_on(async { signal(SignalKind::hangup()) })
+        .map_err(|e| format!("cannot trap SIGHUP: {e}"))?;
+    rt.spawn(reloader.watch(hangups));
+
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    server.bootstrap();
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Edge::new(current.clone(), metrics.clone()),
+        "authedge",
+    );
+    for l in &listeners {
+        match (&l.address, &l.unix, &l.tls) {
+            (Some(a), None, None) => proxy.add_tcp(a),
+            (Some(a), None, Some(t)) => proxy
+                .add_tls(a, &t.cert, &t.key)
+                .map_err(|e| format!("listener {a}: cannot load TLS certificate or key: {e}"))?,
+            (None, Some(u), _) => proxy.add_uds(u, None),
+            _ => return Err("a listener needs exactly one of address or unix".into()),
+        }
+    }
+    server.add_service(proxy);
+    if let Some(m) = &metrics_cfg {
+        let mut side = Service::new("authedge metrics".into(), SidePort { metrics: metrics.clone(), current });
+        side.threads = Some(1);
+        side.add_tcp(&m.address);
+        server.add_service(side);
+    }
+    tracing::info!(routes, generation, config = %path.display(), "authedge starting");
+    // Keep the control runtime alive for the life of the process.
+    std::mem::forget(rt);
+    server.run_forever()
+}

@@ -1,0 +1,1 @@
+//! Token machinery shared by the modes: JWKS caches, AEAD sealing, replay stores.

@@ -1,0 +1,108 @@
+//! Upstreams: where allowed requests go. Compiled once per config into a ready `HttpPeer`
+//! template (cloned per request), or the built-in `echo` upstream.
+
+use std::net::ToSocketAddrs;
+use std::time::Duration;
+
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::config::schema::UpstreamConfig;
+
+#[derive(Debug, Clone)]
+pub enum UpstreamKind {
+    Http(Box<HttpPeer>),
+    /// Answer with JSON of what the upstream would have received.
+    Echo,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub kind: UpstreamKind,
+    pub host_header: Option<http::HeaderValue>,
+}
+
+/// Compile one upstream. Host names are resolved now (at load), not per request.
+pub fn build(name: &str, cfg: &UpstreamConfig) -> Result<Upstream, Vec<(String, String)>> {
+    let mut errs = Vec::new();
+    let host_header = match &cfg.host_header {
+        Some(h) => match http::HeaderValue::from_str(h) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                errs.push(("host_header".into(), "not a valid header value".into()));
+                None
+            }
+        },
+        None => None,
+    };
+    let kind = match (&cfg.url, cfg.echo) {
+        (Some(_), true) => {
+            errs.push(("".into(), "give either url or echo: true, not both".into()));
+            None
+        }
+        (None, false) => {
+            errs.push(("url".into(), "missing (or set echo: true for the built-in echo upstream)".into()));
+            None
+        }
+        (None, true) => Some(UpstreamKind::Echo),
+        (Some(url), false) => match peer(url, cfg) {
+            Ok(p) => Some(UpstreamKind::Http(Box::new(p))),
+            Err(e) => {
+                errs.push(("url".into(), e));
+                None
+            }
+        },
+    };
+    match kind {
+        Some(kind) if errs.is_empty() => Ok(Upstream { name: name.to_string(), kind, host_header }),
+        _ => Err(errs),
+    }
+}
+
+fn peer(url: &str, cfg: &UpstreamConfig) -> Result<HttpPeer, String> {
+    let mut p = if let Some(path) = url.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err("unix: needs a socket path".into());
+        }
+        HttpPeer::new_uds(path, false, String::new()).map_err(|e| format!("bad unix socket path: {e}"))?
+    } else {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else {
+            return Err(format!("{url:?}: expected http://, https:// or unix:"));
+        };
+        let authority = rest.split('/').next().unwrap_or("");
+        if rest.len() > authority.len() + 1 || (rest.len() == authority.len() + 1 && !rest.ends_with('/')) {
+            return Err("a path in the upstream URL is not supported; give scheme://host:port".into());
+        }
+        if authority.is_empty() {
+            return Err("missing host".into());
+        }
+        let host = authority
+            .rsplit_once(':')
+            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()) && !authority.ends_with(']'))
+            .map(|(h, _)| h)
+            .unwrap_or(authority);
+        let with_port = if host.len() == authority.len() {
+            format!("{authority}:{}", if tls { 443 } else { 80 })
+        } else {
+            authority.to_string()
+        };
+        let addr = with_port
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {with_port}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{with_port} resolves to no address"))?;
+        let sni = cfg.sni.clone().unwrap_or_else(|| host.trim_matches(['[', ']']).to_string());
+        HttpPeer::new(addr, tls, sni)
+    };
+    p.options.connection_timeout = Some(cfg.connect_timeout);
+    p.options.read_timeout = Some(cfg.read_timeout);
+    p.options.write_timeout = Some(cfg.read_timeout);
+    p.options.idle_timeout = Some(Duration::from_secs(60));
+    p.options.verify_cert = cfg.tls_verify;
+    p.options.verify_hostname = cfg.tls_verify;
+    Ok(p)
+}
