@@ -45,7 +45,8 @@ fn init_logging(log: &LogConfig) {
     let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
     // The process ends through Pingora's exit; the writer lives until then.
     std::mem::forget(guard);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     let _ = match log.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
