@@ -1,1 +1,2 @@
 //! Token machinery shared by the modes: JWKS caches, AEAD sealing, replay stores.
+pub mod jwks;

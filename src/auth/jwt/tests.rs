@@ -1,0 +1,1 @@
+//! Unit tests of the jwt mode: hostile tokens, policy, keys, cache.
