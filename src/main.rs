@@ -5,6 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: Pingora allocates per request (headers, buffers, task state); glibc malloc was about
+/// 12% of the proxy's CPU under load, mimalloc roughly halves that.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "authedge", version, about = "Authenticating reverse proxy on Pingora")]
 struct Cli {

@@ -67,6 +67,11 @@ pub fn parse(text: &str) -> Result<schema::FileConfig, Problems> {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
         let msg = e.into_inner().to_string();
+        // The YAML error may repeat (part of) the path as a prefix; keep it once.
+        let msg = match msg.split_once(": ") {
+            Some((head, rest)) if !head.contains(' ') && (path.starts_with(head) || head == ".") => rest.to_string(),
+            _ => msg,
+        };
         Problems(vec![Problem::new(path, msg)])
     })
 }

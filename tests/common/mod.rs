@@ -225,6 +225,12 @@ impl Edge {
         metric_value(&self.metrics(), series)
     }
 
+    /// Wait until a series reaches at least `want` (metrics are recorded after the response is
+    /// written, so a test must not read them right after its request returns).
+    pub fn wait_metric(&self, series: &str, want: f64) {
+        wait_for(|| self.metric(series) >= want, series);
+    }
+
     fn sighup(&self) {
         // SAFETY: sending a signal to our own child process.
         let rc = unsafe { libc::kill(self.pid(), libc::SIGHUP) };

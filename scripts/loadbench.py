@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Load benchmark on loopback: one run measures, with wrk, the upstream directly, plain HAProxy
+and nginx reverse proxies to it, and authedge's routes (public, and jwt/opaque where configured)
+to the same upstream. Prints requests/s, p99 latency, CPU per request (user+system time of the
+proxy's processes over the run, divided by requests) and ratios.
+
+Every target gets one worker thread/process so the comparison is per core. Bounded in time:
+each measurement runs DURATION seconds (default 10), REPEATS times (default 3, median kept).
+Only 127.0.0.1 is ever contacted.
+"""
+import json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+
+DURATION = int(os.environ.get("DURATION", "10"))
+REPEATS = int(os.environ.get("REPEATS", "3"))
+CONNS = int(os.environ.get("CONNS", "50"))
+BIN = sys.argv[1]
+HERE = os.path.dirname(os.path.abspath(__file__))
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, timeout=20):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise SystemExit(f"port {port} never opened")
+
+
+def tree(pid):
+    out = [pid]
+    try:
+        kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    except FileNotFoundError:
+        kids = []
+    for k in kids:
+        out += tree(int(k))
+    return out
+
+
+def cpu_seconds(pids):
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / TICK
+
+
+def wrk(url, headers=(), pids=()):
+    cmd = ["wrk", "-t1", f"-c{CONNS}", f"-d{DURATION}s", "--latency"]
+    for h in headers:
+        cmd += ["-H", h]
+    cmd.append(url)
+    before = cpu_seconds(pids)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds(pids) - before
+    reqs = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    m = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    p99 = float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = int(non2xx.group(1)) if non2xx else 0
+    sock = re.search(r"Socket errors: (.*)", out)
+    if errors or sock:
+        print(f"  warning: {url}: non-2xx={errors} socket errors={sock.group(1) if sock else 0}", file=sys.stderr)
+    return {"rps": rps, "p99_ms": p99, "cpu_us": (cpu / reqs * 1e6) if pids and reqs else None, "errors": errors}
+
+
+def measure(name, url, headers=(), pids=()):
+    runs = [wrk(url, headers, pids) for _ in range(REPEATS)]
+    med = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
+    med["name"] = name
+    return med
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="authedge-bench-")
+    procs = []
+    try:
+        up = free_port()
+        with open(f"{work}/nginx-up.conf", "w") as f:
+            f.write(f"""worker_processes 1; daemon off; pid {work}/up.pid; error_log {work}/up.err;
+events {{ worker_connections 4096; }}
+http {{ access_log off; keepalive_requests 1000000;
+  server {{ listen 127.0.0.1:{up}; location / {{ return 200 "ok\\n"; }} }} }}
+""")
+        procs.append(subprocess.Popen(["nginx", "-p", work, "-c", f"{work}/nginx-up.conf"]))
+        hap = free_port()
+        with open(f"{work}/haproxy.cfg", "w") as f:
+            f.write(f"""global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend f
+  bind 127.0.0.1:{hap}
+  default_backend b
+backend b
+  http-reuse always
+  server s1 127.0.0.1:{up}
+""")
+        haproxy = subprocess.Popen(["haproxy", "-f", f"{work}/haproxy.cfg"])
+        procs.append(haproxy)
+        ngp = free_port()
+        with open(f"{work}/nginx-proxy.conf", "w") as f:
+            f.write(f"""worker_processes 1; daemon off; pid {work}/px.pid; error_log {work}/px.err;
+events {{ worker_connections 4096; }}
+http {{ access_log off; keepalive_requests 1000000;
+  upstream u {{ server 127.0.0.1:{up}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{ngp}; location / {{ proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
+""")
+        nginx_proxy = subprocess.Popen(["nginx", "-p", work, "-c", f"{work}/nginx-proxy.conf"])
+        procs.append(nginx_proxy)
+        edge_port, metrics_port = free_port(), free_port()
+        with open(os.path.join(HERE, "loadbench.yaml")) as f:
+            cfg = f.read()
+        cfg = cfg.replace("{port}", str(edge_port)).replace("{metrics_port}", str(metrics_port))
+        cfg = cfg.replace("{upstream}", str(up)).replace("{dir}", work).replace("{conf}", os.path.join(HERE, "..", "conf"))
+        with open(f"{work}/authedge.yaml", "w") as f:
+            f.write(cfg)
+        edge = subprocess.Popen([BIN, "run", "--config", f"{work}/authedge.yaml"], stdout=subprocess.DEVNULL,
+                                env={**os.environ, "RUST_LOG": "warn"})
+        procs.append(edge)
+        for p in (up, hap, ngp, edge_port, metrics_port):
+            wait_port(p)
+
+        scenarios = json.loads(os.environ.get("SCENARIOS_JSON", "[]"))
+        results = [
+            measure("upstream direct", f"http://127.0.0.1:{up}/"),
+            measure("haproxy proxy", f"http://127.0.0.1:{hap}/public", pids=tree(haproxy.pid)),
+            measure("nginx proxy", f"http://127.0.0.1:{ngp}/public", pids=tree(nginx_proxy.pid)),
+            measure("authedge public", f"http://127.0.0.1:{edge_port}/public", pids=[edge.pid]),
+        ]
+        for s in scenarios:
+            results.append(measure(s["name"], f"http://127.0.0.1:{edge_port}{s['path']}", s.get("headers", []), [edge.pid]))
+        by = {r["name"]: r for r in results}
+        print(f"\nwrk -t1 -c{CONNS} -d{DURATION}s, median of {REPEATS}; one worker per proxy; upstream nginx return 200")
+        print(f"{'target':<22}{'req/s':>10}{'p99 ms':>9}{'CPU us/req':>12}{'vs haproxy':>12}{'vs public':>11}")
+        for r in results:
+            cpu = f"{r['cpu_us']:.1f}" if r["cpu_us"] else "-"
+            vh = r["rps"] / by["haproxy proxy"]["rps"]
+            vp = r["rps"] / by["authedge public"]["rps"]
+            print(f"{r['name']:<22}{r['rps']:>10.0f}{r['p99_ms']:>9.2f}{cpu:>12}{vh:>12.2f}{vp:>11.2f}")
+        bad = [r["name"] for r in results if r["errors"]]
+        if bad:
+            print(f"non-2xx responses in: {', '.join(bad)}")
+            return 1
+        return 0
+    finally:
+        for p in procs:
+            try:
+                p.send_signal(signal.SIGINT if p is procs[-1] else signal.SIGTERM)
+                p.wait(timeout=5)
+            except Exception:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

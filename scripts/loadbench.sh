@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Load benchmark: upstream direct vs HAProxy vs nginx vs authedge routes, on 127.0.0.1 only.
+# Usage: scripts/loadbench.sh   (DURATION=10 REPEATS=3 CONNS=50 to change the run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+missing=()
+for c in wrk haproxy nginx cmake; do command -v $c >/dev/null || missing+=($c); done
+if [ ${#missing[@]} -gt 0 ]; then
+  pkgs=(); for c in "${missing[@]}"; do [ "$c" = nginx ] && pkgs+=(nginx-light) || pkgs+=("$c"); done
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+fi
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/authedge/target}"
+cargo build --release --quiet
+exec python3 scripts/loadbench.py "$CARGO_TARGET_DIR/release/authedge"

@@ -1,0 +1,69 @@
+//! `authedge check`: every invalid fixture fails (exit 1) with exactly the problems in its
+//! `.expect` file, one `path: message` per line; valid configs print a summary (exit 0).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+fn check(path: &Path) -> (i32, String) {
+    let out = Command::new(common::bin()).arg("check").arg("--config").arg(path).output().expect("run check");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn invalid_fixtures_report_every_problem_with_its_path() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let expect = std::fs::read_to_string(path.with_extension("expect"))
+            .unwrap_or_else(|_| panic!("{} has no .expect file", path.display()));
+        let (code, out) = check(&path);
+        assert_eq!(code, 1, "{}: {out}", path.display());
+        assert_eq!(out.trim_end(), expect.trim_end(), "{}", path.display());
+        seen += 1;
+    }
+    assert!(seen >= 10, "only {seen} fixtures");
+}
+
+#[test]
+fn a_named_problem_for_an_unknown_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.yaml");
+    std::fs::write(
+        &p,
+        "listeners: [ { address: \"127.0.0.1:8080\" } ]\nupstreams: { api: { echo: true } }\nroutes:\n  - { path: /, upstream: api, public: true }\n  - { path: /x, upstream: api, public: true }\n  - { path: /y, upstream: api2, public: true }\n",
+    )
+    .unwrap();
+    let (code, out) = check(&p);
+    assert_eq!(code, 1);
+    assert_eq!(out.trim(), "routes[2].upstream: unknown upstream \"api2\"");
+}
+
+#[test]
+fn shipped_configs_pass_check() {
+    let (code, out) = check(&Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/quickstart.yaml"));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("ok: "), "{out}");
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let (code, out) = check(Path::new("/nonexistent/authedge.yaml"));
+    assert_eq!(code, 1);
+    assert!(out.contains("cannot read /nonexistent/authedge.yaml"), "{out}");
+}
+
+#[test]
+fn config_from_the_environment_variable() {
+    let out = Command::new(common::bin())
+        .arg("check")
+        .env("AUTHEDGE_CONFIG", Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/quickstart.yaml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
