@@ -70,6 +70,29 @@ impl EchoUpstream {
     }
 }
 
+/// The echo upstream on a unix socket.
+pub struct UnixEchoUpstream {
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl UnixEchoUpstream {
+    pub fn start() -> UnixEchoUpstream {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("echo.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind unix echo");
+        std::thread::spawn(move || {
+            for c in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let r = c.try_clone().expect("clone");
+                    serve_echo_on(r, c)
+                });
+            }
+        });
+        UnixEchoUpstream { path, _dir: dir }
+    }
+}
+
 impl Drop for EchoUpstream {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -78,8 +101,13 @@ impl Drop for EchoUpstream {
 }
 
 fn serve_echo(stream: TcpStream) {
-    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-    let mut out = stream;
+    let reader = stream.try_clone().expect("clone");
+    serve_echo_on(reader, stream);
+}
+
+/// Serve the echo protocol on any stream (TCP or unix socket).
+pub fn serve_echo_on(reader: impl Read, mut out: impl Write) {
+    let mut reader = BufReader::new(reader);
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
