@@ -6,7 +6,6 @@ cd "$(dirname "$0")/.."
 
 need_pkgs=()
 command -v cmake >/dev/null || need_pkgs+=(cmake)
-command -v redis-server >/dev/null || need_pkgs+=(redis-server)
 command -v node >/dev/null || need_pkgs+=(nodejs npm)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -25,9 +25,7 @@ use crate::routing::{canonical_path, Match};
 use crate::snapshot::{RouteEntry, Snapshot};
 use crate::upstream::UpstreamKind;
 
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// The proxy. Holds the live snapshot and the metrics.
 pub struct Edge {
@@ -151,10 +149,14 @@ fn status_body(status: StatusCode) -> Bytes {
 }
 
 impl Edge {
+    /// A process-unique request id: 8 hex digits of a random per-process prefix, 16 of a counter.
+    /// Written by hand: `format!` cost more than the rest of the header preparation.
     fn next_request_id(&self) -> HeaderValue {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let s = format!("{:08x}{:016x}", self.id_prefix, n);
-        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("0"))
+        let mut buf = [0u8; 24];
+        hex_into(&mut buf[..8], u64::from(self.id_prefix));
+        hex_into(&mut buf[8..], n);
+        HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
     }
 
     async fn deny(&self, session: &mut Session, ctx: &mut Ctx, d: Denial) -> Result<()> {
@@ -312,36 +314,92 @@ impl Edge {
         if let Some(id) = &ctx.identity {
             snap.injector.inject(req, id);
         }
-        // X-Forwarded-For: kept (and extended) only when the peer is a trusted proxy.
+        // X-Forwarded-For: kept (and extended) only when the peer is a trusted proxy. Header names
+        // are given as static strings: Pingora's case-preserving insert is much cheaper for them
+        // than for a `HeaderName`, which it re-renders in title case.
         let xff = match peer {
             Some(p) if snap.is_trusted_proxy(p) => {
                 let prior: Vec<&str> =
                     req.headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
                 if prior.is_empty() {
-                    p.to_string()
+                    ip_value(p)
                 } else {
-                    format!("{}, {p}", prior.join(", "))
+                    HeaderValue::from_str(&format!("{}, {p}", prior.join(", "))).ok()
                 }
             }
-            Some(p) => p.to_string(),
-            None => String::new(),
+            Some(p) => ip_value(p),
+            None => None,
         };
         req.remove_header(&X_FORWARDED_FOR);
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            if !xff.is_empty() {
-                let _ = req.insert_header(X_FORWARDED_FOR.clone(), v);
-            }
+        if let Some(v) = xff {
+            let _ = req.insert_header("X-Forwarded-For", v);
         }
-        let _ = req.insert_header(X_FORWARDED_PROTO.clone(), if tls { "https" } else { "http" });
-        let _ = req.insert_header(X_REQUEST_ID.clone(), self.next_request_id());
+        let _ = req.insert_header("X-Forwarded-Proto", HeaderValue::from_static(if tls { "https" } else { "http" }));
+        let _ = req.insert_header("X-Request-Id", self.next_request_id());
         if let Some(h) = &route.upstream.host_header {
             let _ = req.insert_header(header::HOST, h.clone());
         }
     }
 }
 
+fn hex_into(out: &mut [u8], mut v: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for slot in out.iter_mut().rev() {
+        *slot = HEX[(v & 0xf) as usize];
+        v >>= 4;
+    }
+}
+
+/// The peer address as a header value, without going through `fmt` for IPv4.
+fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut buf = [0u8; 15];
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[len] = b'.';
+                    len += 1;
+                }
+                if octet >= 100 {
+                    buf[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    buf[len] = b'0' + (octet / 10) % 10;
+                    len += 1;
+                }
+                buf[len] = b'0' + octet % 10;
+                len += 1;
+            }
+            HeaderValue::from_bytes(&buf[..len]).ok()
+        }
+        IpAddr::V6(_) => HeaderValue::from_str(&ip.to_string()).ok(),
+    }
+}
+
 fn is_tls(session: &Session) -> bool {
     session.digest().map(|d| d.ssl_digest.is_some()).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_values() {
+        for ip in ["0.0.0.0", "1.2.3.4", "10.100.9.255", "255.255.255.255", "::1", "2001:db8::7"] {
+            let v = ip_value(ip.parse().unwrap()).unwrap();
+            assert_eq!(v.to_str().unwrap(), ip);
+        }
+    }
+
+    #[test]
+    fn hex() {
+        let mut b = [0u8; 8];
+        hex_into(&mut b, 0xdead_beef);
+        assert_eq!(&b, b"deadbeef");
+    }
 }
 
 #[async_trait]

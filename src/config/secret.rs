@@ -60,3 +60,35 @@ impl SecretSource {
         Ok(Secret(Zeroizing::new(bytes)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_resolve_and_never_print() {
+        let v = SecretSource::Value("s3cret".into());
+        assert_eq!(v.resolve().unwrap().expose(), b"s3cret");
+        assert!(!format!("{v:?}").contains("s3cret"));
+        assert!(!format!("{:?}", v.resolve().unwrap()).contains("s3cret"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("k");
+        std::fs::write(&f, "from-file\n").unwrap();
+        let fs = SecretSource::File(f.display().to_string());
+        assert_eq!(fs.resolve().unwrap().expose(), b"from-file");
+
+        let missing = SecretSource::Env("AUTHEDGE_TEST_SURELY_UNSET_VAR".into());
+        assert!(missing.resolve().unwrap_err().contains("AUTHEDGE_TEST_SURELY_UNSET_VAR"));
+        assert_eq!(SecretSource::Value(String::new()).resolve().unwrap_err(), "secret is empty");
+    }
+
+    #[test]
+    fn yaml_forms() {
+        let s: SecretSource = serde_norway::from_str("{env: FOO}").unwrap();
+        assert!(matches!(s, SecretSource::Env(ref n) if n == "FOO"));
+        let s: SecretSource = serde_norway::from_str("{file: /run/k}").unwrap();
+        assert!(matches!(s, SecretSource::File(_)));
+        assert!(serde_norway::from_str::<SecretSource>("{env: A, file: B}").is_err());
+    }
+}
