@@ -3,13 +3,34 @@
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-/// Where a secret comes from. Exactly one of `value`, `env`, `file`.
+/// Where a secret comes from. In YAML a map with exactly one of `value`, `env`, `file`:
+/// `{value: "..."}`, `{env: NAME}`, `{file: /path}`.
 #[derive(Deserialize, Clone)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(try_from = "SecretFields")]
 pub enum SecretSource {
     Value(String),
     Env(String),
     File(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretFields {
+    value: Option<String>,
+    env: Option<String>,
+    file: Option<String>,
+}
+
+impl TryFrom<SecretFields> for SecretSource {
+    type Error = &'static str;
+    fn try_from(f: SecretFields) -> Result<Self, Self::Error> {
+        match (f.value, f.env, f.file) {
+            (Some(v), None, None) => Ok(SecretSource::Value(v)),
+            (None, Some(e), None) => Ok(SecretSource::Env(e)),
+            (None, None, Some(p)) => Ok(SecretSource::File(p)),
+            _ => Err("give exactly one of value, env or file"),
+        }
+    }
 }
 
 impl std::fmt::Debug for SecretSource {
