@@ -406,6 +406,10 @@ mod tests {
 impl ProxyHttp for Edge {
     type CTX = Ctx;
 
+    /// No downstream modules: Pingora's default adds a (disabled) compression module whose
+    /// context is still allocated and called on every request.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> Ctx {
         Ctx {
             snap: None,
