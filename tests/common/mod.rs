@@ -201,7 +201,8 @@ impl Edge {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("start authedge");
+        let log = std::fs::File::create(dir.path().join("stdout.log")).expect("log file");
+        let child = cmd.stdout(log).stderr(Stdio::inherit()).spawn().expect("start authedge");
         let mut edge = Edge { port, metrics_port, dir, config, child };
         edge.wait_up();
         edge
@@ -286,6 +287,11 @@ impl Edge {
         self.write_config(yaml);
         self.sighup();
         wait_for(|| self.metric(series) > before, "reload error counter to rise");
+    }
+
+    /// What the edge wrote to stdout so far (its log).
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
     }
 
     pub fn is_running(&mut self) -> bool {
