@@ -342,6 +342,27 @@ mod tests {
         assert!(Router::build(&[key(None, "/api", &[Method::GET]), key(None, "/api", &[Method::POST])]).is_ok());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn canonical_is_idempotent_and_clean(raw in "/[a-zA-Z0-9./%_~-]{0,40}") {
+            if let Ok(c) = canonical_path(&raw) {
+                proptest::prop_assert!(c.starts_with('/'));
+                proptest::prop_assert!(!c.contains("//"), "{}", c);
+                for seg in c.split('/') {
+                    proptest::prop_assert!(seg != "." && seg != "..", "{}", c);
+                }
+                let again = canonical_path(&c).map(|x| x.into_owned());
+                proptest::prop_assert_eq!(again, Ok(c.to_string()));
+            }
+        }
+
+        #[test]
+        fn lookup_never_panics(path in "/[a-z/]{0,30}", host in proptest::option::of("[A-Za-z.:0-9\\[\\]]{0,20}")) {
+            let r = Router::build(&[key(None, "/a", &[]), key(Some("h"), "/a/b", &[Method::GET])]).unwrap();
+            let _ = r.lookup(host.as_deref(), &Method::GET, &path);
+        }
+    }
+
     #[test]
     fn not_found_without_root() {
         let r = Router::build(&[key(None, "/public", &[])]).unwrap();
