@@ -87,6 +87,35 @@ def measure(name, url, headers=(), pids=()):
     return med
 
 
+def b64url(b):
+    import base64
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def mint_rs256(work):
+    """An RS256 token signed with a fresh 2048-bit key (openssl CLI); the edge gets the public key."""
+    key, pub = f"{work}/jwt-key.pem", f"{work}/jwt-pub.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key],
+                   check=True, capture_output=True)
+    subprocess.run(["openssl", "pkey", "-in", key, "-pubout", "-out", pub], check=True, capture_output=True)
+    now = int(time.time())
+    header = b64url(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
+    claims = b64url(json.dumps({"iss": "https://issuer.bench", "aud": "bench", "sub": "bench-client",
+                                "iat": now, "exp": now + 3600}).encode())
+    signing_input = f"{header}.{claims}".encode()
+    sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key], input=signing_input,
+                         check=True, capture_output=True).stdout
+    return f"{header}.{claims}.{b64url(sig)}"
+
+
+def opaque_token(port):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/auth", method="POST",
+                                 data=json.dumps({"username": "bench", "password": "bench-password"}).encode(),
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.load(r)["token"]
+
+
 def main():
     work = tempfile.mkdtemp(prefix="authedge-bench-")
     procs = []
@@ -133,7 +162,11 @@ http {{ access_log off; keepalive_requests 1000000;
         with open(os.path.join(HERE, "loadbench.yaml")) as f:
             cfg = f.read()
         cfg = cfg.replace("{port}", str(edge_port)).replace("{metrics_port}", str(metrics_port))
-        cfg = cfg.replace("{upstream}", str(up)).replace("{dir}", work).replace("{conf}", os.path.join(HERE, "..", "conf"))
+        cfg = cfg.replace("{upstream}", str(up)).replace("{dir}", work)
+        jwt = mint_rs256(work)
+        bench_hash = subprocess.run([BIN, "hash-password"], input=b"bench-password\n", check=True,
+                                    capture_output=True).stdout.decode().strip()
+        cfg = cfg.replace("{bench_hash}", bench_hash)
         with open(f"{work}/authedge.yaml", "w") as f:
             f.write(cfg)
         edge = subprocess.Popen([BIN, "run", "--config", f"{work}/authedge.yaml"], stdout=subprocess.DEVNULL,
@@ -142,7 +175,10 @@ http {{ access_log off; keepalive_requests 1000000;
         for p in (up, hap, ngp, edge_port, metrics_port):
             wait_port(p)
 
-        scenarios = json.loads(os.environ.get("SCENARIOS_JSON", "[]"))
+        scenarios = [
+            {"name": "authedge jwt RS256", "path": "/jwt", "headers": [f"Authorization: Bearer {jwt}"]},
+            {"name": "authedge opaque", "path": "/opaque", "headers": [f"Authorization: Bearer {opaque_token(edge_port)}"]},
+        ]
         results = [
             measure("upstream direct", f"http://127.0.0.1:{up}/"),
             measure("haproxy proxy", f"http://127.0.0.1:{hap}/public", pids=tree(haproxy.pid)),
