@@ -128,12 +128,17 @@ mod tests {
             "providers: [{issuer: 'https://op', refresh: 10m}]\naudience: [a, b]\nleeway: 5s\nmax_lifetime: 1h\n",
         )
         .unwrap();
-        assert_eq!(c.audience, Some(OneOrMany::Many(vec!["a".into(), "b".into()])));
+        assert_eq!(
+            c.audience,
+            Some(OneOrMany::Many(vec!["a".into(), "b".into()]))
+        );
         assert_eq!(c.leeway, Duration::from_secs(5));
         assert_eq!(c.providers[0].refresh, Duration::from_secs(600));
         assert_eq!(c.providers[0].unknown_kid_cooldown, Duration::from_secs(30));
         assert_eq!(c.max_token_bytes, 8192);
         assert!(serde_norway::from_str::<JwtConfig>("providers: []\naudiance: x\n").is_err());
-        assert!(serde_norway::from_str::<JwtConfig>("providers: [{issuer: x, jwks: y}]\n").is_err());
+        assert!(
+            serde_norway::from_str::<JwtConfig>("providers: [{issuer: x, jwks: y}]\n").is_err()
+        );
     }
 }

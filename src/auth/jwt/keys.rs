@@ -87,12 +87,15 @@ pub fn rsa_public_components(der: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
 /// or a JWKS). `rsa_algs` are the algorithms an RSA key without `alg` may verify.
 pub fn file_keys(path: &str, rsa_algs: &[Algorithm]) -> Result<KeySet, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let text = std::str::from_utf8(&bytes).map_err(|_| format!("{path} is not text (PEM or JSON)"))?;
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| format!("{path} is not text (PEM or JSON)"))?;
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') {
-        let v: serde_json::Value = serde_json::from_str(trimmed).map_err(|e| format!("{path}: not JSON: {e}"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(trimmed).map_err(|e| format!("{path}: not JSON: {e}"))?;
         if v.get("keys").is_some() {
-            let (set, _) = parse_jwks(trimmed.as_bytes(), rsa_algs).map_err(|e| format!("{path}: {e}"))?;
+            let (set, _) =
+                parse_jwks(trimmed.as_bytes(), rsa_algs).map_err(|e| format!("{path}: {e}"))?;
             if set.is_empty() {
                 return Err(format!("{path}: no usable signature key"));
             }
@@ -105,11 +108,16 @@ pub fn file_keys(path: &str, rsa_algs: &[Algorithm]) -> Result<KeySet, String> {
         return Err(format!("{path}: neither PEM nor JSON"));
     }
     if trimmed.contains("PRIVATE KEY") {
-        return Err(format!("{path}: holds a private key; give the public key only"));
+        return Err(format!(
+            "{path}: holds a private key; give the public key only"
+        ));
     }
     if let Ok(k) = DecodingKey::from_rsa_pem(&bytes) {
-        let der = k.try_get_as_bytes().map_err(|_| format!("{path}: unreadable RSA key"))?;
-        let (n, e) = rsa_public_components(der).ok_or_else(|| format!("{path}: unreadable RSA key"))?;
+        let der = k
+            .try_get_as_bytes()
+            .map_err(|_| format!("{path}: unreadable RSA key"))?;
+        let (n, e) =
+            rsa_public_components(der).ok_or_else(|| format!("{path}: unreadable RSA key"))?;
         return rsa_key(&n, &e, None, rsa_algs.to_vec())
             .map(|k| KeySet::new(vec![k]))
             .map_err(|e| format!("{path}: {e}"));
@@ -121,7 +129,12 @@ pub fn file_keys(path: &str, rsa_algs: &[Algorithm]) -> Result<KeySet, String> {
             97 => vec![Algorithm::ES384],
             _ => return Err(format!("{path}: unsupported EC curve")),
         };
-        return Ok(KeySet::new(vec![VerifyKey { kid: None, family: AlgorithmFamily::Ec, algs, key: k }]));
+        return Ok(KeySet::new(vec![VerifyKey {
+            kid: None,
+            family: AlgorithmFamily::Ec,
+            algs,
+            key: k,
+        }]));
     }
     if let Ok(k) = DecodingKey::from_ed_pem(&bytes) {
         return Ok(KeySet::new(vec![VerifyKey {
