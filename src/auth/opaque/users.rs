@@ -1,0 +1,492 @@
+//! Users of an opaque realm: their config (inline or in a users file, YAML or JSON), Argon2id
+//! password hashes (checked at load, verified off the async workers), optional plaintext
+//! passwords hashed at load, and the compiled lookup tables the endpoints and filters use.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params, Version};
+use http::HeaderValue;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::config::Problems;
+use crate::tokens::aead::MAX_USER_ID;
+
+/// One user as configured.
+#[derive(Deserialize, Serialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// Stable id carried by tokens; never reuse one for another person.
+    pub id: String,
+    pub username: String,
+    /// Argon2id PHC string (`authedge hash-password`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<String>,
+    /// Plaintext password: refused unless the realm sets `allow_plaintext: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    /// Client networks the user may log in from and use tokens from (empty: anywhere).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_cidrs: Vec<IpNet>,
+}
+
+impl std::fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field(
+                "password_hash",
+                &self.password_hash.as_ref().map(|_| "<hash>"),
+            )
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("roles", &self.roles)
+            .field("allowed_cidrs", &self.allowed_cidrs)
+            .finish()
+    }
+}
+
+/// The users file: `users: [...]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersFile {
+    pub users: Vec<UserConfig>,
+}
+
+/// A compiled user.
+#[derive(Debug)]
+pub struct User {
+    pub id: Arc<str>,
+    pub username: String,
+    /// PHC string, validated at load.
+    pub hash: String,
+    pub roles: Vec<String>,
+    pub allowed_cidrs: Vec<IpNet>,
+    /// Precomputed upstream header values (username, roles joined with `,`).
+    pub user_value: Option<HeaderValue>,
+    pub roles_value: Option<HeaderValue>,
+}
+
+impl User {
+    /// Whether a client address may use this account (no list: anywhere; no address: only if
+    /// there is no list).
+    pub fn client_allowed(&self, ip: Option<std::net::IpAddr>) -> bool {
+        if self.allowed_cidrs.is_empty() {
+            return true;
+        }
+        match ip {
+            Some(ip) => {
+                let ip = match ip {
+                    std::net::IpAddr::V6(v6) => {
+                        v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip)
+                    }
+                    v4 => v4,
+                };
+                self.allowed_cidrs.iter().any(|n| n.contains(&ip))
+            }
+            None => false,
+        }
+    }
+}
+
+/// Users by id and by username, and the dummy hash verified for unknown usernames.
+#[derive(Debug, Default)]
+pub struct UserDb {
+    pub by_id: HashMap<Arc<str>, Arc<User>>,
+    pub by_name: HashMap<String, Arc<User>>,
+    pub dummy_hash: String,
+}
+
+/// Where a user entry came from, for problem paths.
+#[derive(Debug, Clone)]
+pub struct Sourced {
+    pub path: String,
+    pub cfg: UserConfig,
+}
+
+/// Minimum work accepted without `allow_weak_hashes`: OWASP's Argon2id floor (m=19 MiB with
+/// t=2, or an equivalent memory x time product with at least 7 MiB).
+pub fn weak_params(p: &Params) -> bool {
+    p.m_cost() < 7168 || u64::from(p.m_cost()) * u64::from(p.t_cost()) < 19456 * 2
+}
+
+/// Hash a password with Argon2id: the crate's default parameters unless `params` is given.
+pub fn hash_password(password: &[u8], params: Option<Params>) -> Result<String, String> {
+    let argon = Argon2::new(
+        Algorithm::Argon2id,
+        Version::V0x13,
+        params.unwrap_or_default(),
+    );
+    let salt: [u8; 16] = rand::random();
+    argon
+        .hash_password_with_salt(password, &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| format!("cannot hash password: {e}"))
+}
+
+/// Verify a password against a PHC string (parameters from the string). CPU-heavy: call it from
+/// a blocking thread.
+pub fn verify_password(hash: &str, password: &[u8]) -> bool {
+    match PasswordHash::new(hash) {
+        Ok(parsed) => Argon2::default().verify_password(password, &parsed).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// `authedge hash-password`: read the password (one line, or all of stdin) and return the PHC
+/// string. A single trailing newline is not part of the password.
+pub fn hash_password_from_reader(
+    mut input: impl std::io::Read,
+    m_cost: Option<u32>,
+    t_cost: Option<u32>,
+    p_cost: Option<u32>,
+) -> Result<String, String> {
+    let mut buf = Zeroizing::new(Vec::new());
+    input
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    }
+    if buf.is_empty() {
+        return Err("the password is empty".into());
+    }
+    let params = if m_cost.is_some() || t_cost.is_some() || p_cost.is_some() {
+        let p = Params::new(
+            m_cost.unwrap_or(Params::DEFAULT_M_COST),
+            t_cost.unwrap_or(Params::DEFAULT_T_COST),
+            p_cost.unwrap_or(Params::DEFAULT_P_COST),
+            None,
+        )
+        .map_err(|e| format!("invalid Argon2 parameters: {e}"))?;
+        Some(p)
+    } else {
+        None
+    };
+    hash_password(&buf, params)
+}
+
+/// Check a PHC string: Argon2id, parseable parameters, not weak unless allowed.
+fn check_hash(hash: &str, allow_weak: bool) -> Result<Params, String> {
+    let parsed = PasswordHash::new(hash).map_err(|e| format!("not a PHC string: {e}"))?;
+    if parsed.algorithm.as_str() != "argon2id" {
+        return Err(format!(
+            "algorithm {} is not accepted; use argon2id",
+            parsed.algorithm.as_str()
+        ));
+    }
+    if parsed.salt.is_none() || parsed.hash.is_none() {
+        return Err("the PHC string has no salt or no hash".into());
+    }
+    let params =
+        Params::try_from(&parsed).map_err(|e| format!("invalid Argon2 parameters: {e}"))?;
+    if !allow_weak && weak_params(&params) {
+        return Err(format!(
+            "Argon2 parameters m={} t={} are below the minimum (m=19456,t=2 or equivalent); \
+             set allow_weak_hashes: true to accept them",
+            params.m_cost(),
+            params.t_cost()
+        ));
+    }
+    Ok(params)
+}
+
+/// A PHC string with the given parameters that no password matches (random-free, so verifying
+/// against it costs exactly what verifying a real hash with those parameters costs).
+fn dummy_hash(params: &Params) -> String {
+    let text = format!(
+        "$argon2id$v=19$m={},t={},p={}$ZHVtbXlzYWx0ZHVtbXlzYWx0$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        params.m_cost(),
+        params.t_cost(),
+        params.p_cost()
+    );
+    match PasswordHash::new(&text) {
+        Ok(_) => text,
+        Err(_) => "$argon2id$v=19$m=19456,t=2,p=1$ZHVtbXlzYWx0ZHVtbXlzYWx0$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+            .to_string(),
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_USER_ID && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn valid_username(u: &str) -> bool {
+    !u.is_empty() && u.len() <= 256 && u.trim() == u && !u.chars().any(|c| c.is_control())
+}
+
+fn valid_role(r: &str) -> bool {
+    !r.is_empty() && r.len() <= 128 && r.bytes().all(|b| b.is_ascii_graphic() && b != b',')
+}
+
+/// Read a users file (YAML, or JSON when the name ends in `.json`).
+pub fn read_users_file(path: &Path) -> Result<UsersFile, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let is_json = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let res = if is_json {
+        let mut de = serde_json::Deserializer::from_str(&text);
+        serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| format!("{}: {}", e.path(), e.inner()))
+    } else {
+        let de = serde_norway::Deserializer::from_str(&text);
+        serde_path_to_error::deserialize(de).map_err(|e| format!("{}: {}", e.path(), e.inner()))
+    };
+    res.map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Resolve a users file path against the main config's directory.
+pub fn resolve(file: &str, source: Option<&Path>) -> PathBuf {
+    let p = PathBuf::from(file);
+    if p.is_absolute() {
+        return p;
+    }
+    match source.and_then(|s| s.parent()) {
+        Some(dir) => dir.join(p),
+        None => p,
+    }
+}
+
+/// Options of a realm that shape how users compile.
+#[derive(Debug, Clone, Copy)]
+pub struct UserOptions {
+    pub allow_plaintext: bool,
+    pub allow_weak_hashes: bool,
+}
+
+/// Validate entries and compile the ones with hashes. Plaintext entries (allowed) come back in
+/// `to_hash` (index into `entries`) to be hashed off the async thread.
+pub fn validate(
+    entries: &[Sourced],
+    opts: UserOptions,
+    problems: &mut Problems,
+) -> (Vec<Option<String>>, Vec<usize>) {
+    let mut hashes: Vec<Option<String>> = Vec::with_capacity(entries.len());
+    let mut to_hash = Vec::new();
+    let mut ids: HashMap<&str, &str> = HashMap::new();
+    let mut names: HashMap<&str, &str> = HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        let (p, u) = (&e.path, &e.cfg);
+        if !valid_id(&u.id) {
+            problems.push(
+                format!("{p}.id"),
+                "id must be 1 to 255 visible ASCII characters",
+            );
+        } else if let Some(prev) = ids.insert(&u.id, p) {
+            problems.push(
+                format!("{p}.id"),
+                format!("id {:?} is already used by {prev}", u.id),
+            );
+        }
+        if !valid_username(&u.username) {
+            problems.push(
+                format!("{p}.username"),
+                "username must be 1 to 256 characters, no control characters or surrounding spaces",
+            );
+        } else if let Some(prev) = names.insert(&u.username, p) {
+            problems.push(
+                format!("{p}.username"),
+                format!("username {:?} is already used by {prev}", u.username),
+            );
+        }
+        for (j, r) in u.roles.iter().enumerate() {
+            if !valid_role(r) {
+                problems.push(
+                    format!("{p}.roles[{j}]"),
+                    "a role is 1 to 128 visible ASCII characters without commas",
+                );
+            }
+        }
+        match (&u.password_hash, &u.password) {
+            (Some(h), None) => match check_hash(h, opts.allow_weak_hashes) {
+                Ok(_) => {
+                    hashes.push(Some(h.clone()));
+                    continue;
+                }
+                Err(m) => problems.push(format!("{p}.password_hash"), m),
+            },
+            (None, Some(pw)) => {
+                if !opts.allow_plaintext {
+                    problems.push(
+                        format!("{p}.password"),
+                        "plaintext passwords are refused: store an Argon2id hash (authedge hash-password) \
+                         or set allow_plaintext: true",
+                    );
+                } else if pw.is_empty() {
+                    problems.push(format!("{p}.password"), "the password is empty");
+                } else {
+                    to_hash.push(i);
+                }
+            }
+            (Some(_), Some(_)) => {
+                problems.push(p.clone(), "give either password_hash or password, not both")
+            }
+            (None, None) => {
+                problems.push(format!("{p}.password_hash"), "a password_hash is required")
+            }
+        }
+        hashes.push(None);
+    }
+    (hashes, to_hash)
+}
+
+/// Build the lookup tables. `hashes[i]` is the PHC string of `entries[i]`.
+pub fn compile(
+    entries: &[Sourced],
+    hashes: &[Option<String>],
+    user_header: bool,
+    roles_header: bool,
+    problems: &mut Problems,
+) -> UserDb {
+    let mut db = UserDb::default();
+    let mut first_params = None;
+    for (e, h) in entries.iter().zip(hashes) {
+        let Some(h) = h else { continue };
+        let u = &e.cfg;
+        if first_params.is_none() {
+            first_params = PasswordHash::new(h)
+                .ok()
+                .and_then(|p| Params::try_from(&p).ok());
+        }
+        let user_value = if user_header {
+            match HeaderValue::from_bytes(u.username.as_bytes()) {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    problems.push(
+                        format!("{}.username", e.path),
+                        "not usable as a header value",
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let roles_value = if roles_header && !u.roles.is_empty() {
+            HeaderValue::from_str(&u.roles.join(",")).ok()
+        } else {
+            None
+        };
+        let user = Arc::new(User {
+            id: u.id.as_str().into(),
+            username: u.username.clone(),
+            hash: h.clone(),
+            roles: u.roles.clone(),
+            allowed_cidrs: u.allowed_cidrs.clone(),
+            user_value,
+            roles_value,
+        });
+        db.by_id.insert(user.id.clone(), user.clone());
+        db.by_name.insert(user.username.clone(), user);
+    }
+    db.dummy_hash = dummy_hash(&first_params.unwrap_or_default());
+    db
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap() -> Params {
+        Params::new(256, 1, 1, None).unwrap()
+    }
+
+    #[test]
+    fn hash_and_verify() {
+        let h = hash_password(b"s3cret", Some(cheap())).unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=256,t=1,p=1$"));
+        assert!(verify_password(&h, b"s3cret"));
+        assert!(!verify_password(&h, b"s3cret "));
+        assert!(!verify_password("garbage", b"s3cret"));
+        assert!(check_hash(&h, false).is_err());
+        assert!(check_hash(&h, true).is_ok());
+        let d = dummy_hash(&cheap());
+        assert!(!verify_password(&d, b""));
+        assert!(PasswordHash::new(&d).is_ok());
+    }
+
+    #[test]
+    fn reader_strips_one_newline() {
+        let h = hash_password_from_reader(&b"pw\n"[..], Some(256), Some(1), Some(1)).unwrap();
+        assert!(verify_password(&h, b"pw"));
+        assert!(hash_password_from_reader(&b"\n"[..], Some(256), Some(1), Some(1)).is_err());
+    }
+
+    #[test]
+    fn validation_problems() {
+        let h = hash_password(b"x", Some(cheap())).unwrap();
+        let mk = |id: &str, name: &str, hash: Option<&str>, pw: Option<&str>| Sourced {
+            path: format!("opaque.m.users[{id}]"),
+            cfg: UserConfig {
+                id: id.into(),
+                username: name.into(),
+                password_hash: hash.map(Into::into),
+                password: pw.map(Into::into),
+                ..Default::default()
+            },
+        };
+        let entries = vec![
+            mk("1", "a", Some(&h), None),
+            mk("1", "b", Some(&h), None),
+            mk("2", "a", Some(&h), None),
+            mk("3", "c", None, Some("pw")),
+            mk("4", "d", Some("$2b$10$abc"), None),
+        ];
+        let mut p = Problems::default();
+        let opts = UserOptions {
+            allow_plaintext: false,
+            allow_weak_hashes: true,
+        };
+        validate(&entries, opts, &mut p);
+        let text = p.to_string();
+        assert!(
+            text.contains("opaque.m.users[1].id: id \"1\" is already used"),
+            "{text}"
+        );
+        assert!(text.contains("opaque.m.users[2].username"), "{text}");
+        assert!(
+            text.contains("opaque.m.users[3].password: plaintext passwords are refused"),
+            "{text}"
+        );
+        assert!(text.contains("opaque.m.users[4].password_hash"), "{text}");
+        let mut p = Problems::default();
+        let opts = UserOptions {
+            allow_plaintext: true,
+            allow_weak_hashes: false,
+        };
+        let (_, to_hash) = validate(&entries[3..4], opts, &mut p);
+        assert!(p.is_empty());
+        assert_eq!(to_hash, vec![0]);
+        let dbg = format!("{:?}", entries[3].cfg);
+        assert!(!dbg.contains("pw\""), "{dbg}");
+    }
+
+    #[test]
+    fn cidrs() {
+        let u = User {
+            id: "1".into(),
+            username: "a".into(),
+            hash: String::new(),
+            roles: vec![],
+            allowed_cidrs: vec!["10.0.0.0/8".parse().unwrap()],
+            user_value: None,
+            roles_value: None,
+        };
+        assert!(u.client_allowed(Some("10.1.2.3".parse().unwrap())));
+        assert!(u.client_allowed(Some("::ffff:10.1.2.3".parse().unwrap())));
+        assert!(!u.client_allowed(Some("11.1.2.3".parse().unwrap())));
+        assert!(!u.client_allowed(None));
+    }
+}
