@@ -24,6 +24,18 @@ enum Command {
         #[arg(short, long, env = "AUTHEDGE_CONFIG")]
         config: PathBuf,
     },
+    /// Read a password from stdin; print its Argon2id PHC string (opaque realm `password_hash`).
+    HashPassword {
+        /// Argon2 memory cost in KiB (default: the argon2 crate's, 19456).
+        #[arg(long)]
+        m_cost: Option<u32>,
+        /// Argon2 iterations (default 2).
+        #[arg(long)]
+        t_cost: Option<u32>,
+        /// Argon2 parallelism (default 1).
+        #[arg(long)]
+        p_cost: Option<u32>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -48,5 +60,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::HashPassword { m_cost, t_cost, p_cost } => {
+            let stdin = std::io::stdin().lock();
+            match authedge::auth::opaque::hash_password_from_reader(stdin, m_cost, t_cost, p_cost) {
+                Ok(phc) => {
+                    println!("{phc}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
