@@ -88,9 +88,13 @@ pub struct ProviderConfig {
     /// Static keys: a PEM public key or a JWK / JWKS JSON file.
     #[serde(default)]
     pub keys_file: Option<String>,
-    /// An HMAC secret for HS256/384/512.
+    /// An HMAC secret for HS256/384/512 (may be combined with public keys).
     #[serde(default)]
     pub secret: Option<SecretSource>,
+    /// Find the JWKS through `<issuer>/.well-known/openid-configuration`. Default: on unless
+    /// `jwks_uri`, `keys_file` or `secret` is given.
+    #[serde(default)]
+    pub discovery: Option<bool>,
     /// Background refresh interval of remote keys (sooner if the JWKS says `max-age`).
     #[serde(default = "default_refresh", with = "humantime_serde")]
     pub refresh: Duration,

@@ -11,7 +11,7 @@ use crate::config::secret::SecretSource;
 use crate::tokens::jwks::{parse_jwk, parse_jwks, rsa_key, JwksCache, KeySet, VerifyKey};
 
 /// Where one provider's keys live.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Keys {
     Static(Arc<KeySet>),
     Remote(Arc<JwksCache>),

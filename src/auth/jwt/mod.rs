@@ -15,6 +15,7 @@
 pub mod cache;
 pub mod config;
 pub mod keys;
+pub mod provider;
 #[cfg(test)]
 mod tests;
 pub mod token;
@@ -30,14 +31,13 @@ use sha2::{Digest, Sha256};
 use self::cache::{Verified, VerifiedCache};
 pub use self::config::{JwtConfig, OneOrMany, ProviderConfig};
 use self::keys::Keys;
+use self::provider::{hex, Provider};
 use self::token::{claim_text, Policy};
 use crate::auth::{bearer_token, AuthFilter, Denial, DenyReason, Outcome, RequestView};
 use crate::config::Problems;
 use crate::identity::Identity;
 use crate::snapshot::Warm;
-use crate::tokens::jwks::{
-    family_of, parse_alg, url_allowed, JwksCache, JwksSettings, JwksSource, VerifyKey,
-};
+use crate::tokens::jwks::{family_of, parse_alg, VerifyKey};
 
 /// Most keys tried for one token (a token without `kid` against a set of keys).
 const MAX_ATTEMPTS: usize = 4;
@@ -58,15 +58,6 @@ const CHALLENGE: &str = r#"Bearer realm="authedge""#;
 const INVALID_TOKEN: &str = r#"Bearer realm="authedge", error="invalid_token""#;
 const INVALID_REQUEST: &str = r#"Bearer realm="authedge", error="invalid_request""#;
 
-/// One trusted issuer and its keys.
-#[derive(Debug)]
-struct Provider {
-    issuer: String,
-    /// Identity of the keys (binds verified-cache entries to them).
-    id: Arc<str>,
-    keys: Keys,
-}
-
 /// The compiled `jwt` filter.
 #[derive(Debug)]
 pub struct JwtFilter {
@@ -79,10 +70,6 @@ pub struct JwtFilter {
     max_token: usize,
     cache: Arc<VerifiedCache>,
     scope_challenge: HeaderValue,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn secs(d: Duration) -> i64 {
@@ -152,13 +139,13 @@ pub async fn build(
             "at least one provider is needed",
         );
     }
-    let mut providers = Vec::new();
+    let hmac_algs = in_family(
+        AlgorithmFamily::Hmac,
+        &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
+    );
+    let mut providers: Vec<Provider> = Vec::new();
     for (i, p) in cfg.providers.iter().enumerate() {
         let pp = format!("{path}.providers[{i}]");
-        if p.issuer.is_empty() {
-            problems.push(format!("{pp}.issuer"), "must not be empty");
-            continue;
-        }
         if cfg.providers[..i].iter().any(|q| q.issuer == p.issuer) {
             problems.push(
                 format!("{pp}.issuer"),
@@ -166,112 +153,9 @@ pub async fn build(
             );
             continue;
         }
-        let sources = [
-            p.jwks_uri.is_some(),
-            p.keys_file.is_some(),
-            p.secret.is_some(),
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
-        if sources > 1 {
-            problems.push(
-                &pp,
-                "give at most one of jwks_uri, keys_file, secret (none: discovery from the issuer)",
-            );
-            continue;
+        if let Some(built) = provider::build(p, &pp, &rsa_algs, &hmac_algs, warm, &mut problems) {
+            providers.push(built);
         }
-        if p.refresh < Duration::from_secs(1) {
-            problems.push(format!("{pp}.refresh"), "must be at least 1s");
-        }
-        if p.unknown_kid_cooldown < Duration::from_secs(1) {
-            problems.push(format!("{pp}.unknown_kid_cooldown"), "must be at least 1s");
-        }
-        let keys = if let Some(secret) = &p.secret {
-            let algs = in_family(
-                AlgorithmFamily::Hmac,
-                &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
-            );
-            if algs.is_empty() {
-                problems.push(
-                    format!("{pp}.secret"),
-                    "algorithms lists no HS256/384/512 for this secret",
-                );
-                continue;
-            }
-            match keys::hmac_keys(secret, algs) {
-                Ok(set) => {
-                    let digest = secret
-                        .resolve()
-                        .map(|s| hex(&Sha256::digest(s.expose())))
-                        .unwrap_or_default();
-                    (
-                        Keys::Static(Arc::new(set)),
-                        format!("hmac|{}|{digest}", p.issuer),
-                    )
-                }
-                Err(e) => {
-                    problems.push(format!("{pp}.secret"), e);
-                    continue;
-                }
-            }
-        } else if let Some(file) = &p.keys_file {
-            match keys::file_keys(file, &rsa_algs) {
-                Ok(set) => {
-                    let digest = std::fs::read(file)
-                        .map(|b| hex(&Sha256::digest(b)))
-                        .unwrap_or_default();
-                    (
-                        Keys::Static(Arc::new(set)),
-                        format!("file|{}|{file}|{digest}", p.issuer),
-                    )
-                }
-                Err(e) => {
-                    problems.push(format!("{pp}.keys_file"), e);
-                    continue;
-                }
-            }
-        } else {
-            let (source, key_path, url) = match &p.jwks_uri {
-                Some(u) => (JwksSource::Uri(u.clone()), "jwks_uri", u.clone()),
-                None => {
-                    if p.issuer.ends_with('/') {
-                        problems.push(
-                            format!("{pp}.issuer"),
-                            "discovery needs an issuer without a trailing slash",
-                        );
-                        continue;
-                    }
-                    (
-                        JwksSource::Discovery {
-                            issuer: p.issuer.clone(),
-                        },
-                        "issuer",
-                        p.issuer.clone(),
-                    )
-                }
-            };
-            if let Err(e) = url_allowed(&url, p.allow_http) {
-                problems.push(format!("{pp}.{key_path}"), e);
-                continue;
-            }
-            let settings = JwksSettings {
-                source,
-                label: p.issuer.clone(),
-                refresh: p.refresh,
-                cooldown: p.unknown_kid_cooldown,
-                allow_http: p.allow_http,
-                rsa_default: rsa_algs.clone(),
-            };
-            let share = settings.share_key();
-            let cache = warm.shared(&share, || JwksCache::new(settings, warm));
-            (Keys::Remote(cache), format!("{}|{share}", p.issuer))
-        };
-        providers.push(Provider {
-            issuer: p.issuer.clone(),
-            id: keys.1.into(),
-            keys: keys.0,
-        });
     }
 
     let mut policy = Policy {
@@ -360,7 +244,7 @@ pub async fn build(
     // Fetch remote keys now (not under `check`), and keep them fresh.
     if !warm.dry_run {
         for p in &providers {
-            if let Keys::Remote(c) = &p.keys {
+            if let Some(c) = p.remote() {
                 c.prime().await;
                 c.start_refresher();
             }
@@ -469,9 +353,12 @@ impl JwtFilter {
         if !self.alg_allowed(v.alg) {
             return false;
         }
-        match (&p.keys, &v.kid) {
-            (Keys::Remote(c), Some(kid)) => c.current().map(|s| s.has_kid(kid)).unwrap_or(false),
-            _ => true,
+        match (p.keys_for(v.alg), &v.kid) {
+            (Some(Keys::Remote(c)), Some(kid)) => {
+                c.current().map(|s| s.has_kid(kid)).unwrap_or(false)
+            }
+            (Some(_), _) => true,
+            (None, _) => false,
         }
     }
 
@@ -487,7 +374,8 @@ impl JwtFilter {
             .find(|p| p.issuer == claims.iss)
             .ok_or(DenyReason::WrongIssuer)?;
         let kid = t.kid.as_deref();
-        let mut set = p.keys.current();
+        let keys = p.keys_for(t.alg).ok_or(DenyReason::UnknownKey)?;
+        let mut set = keys.current();
         let mut refetched = false;
         loop {
             let missing = match &set {
@@ -515,7 +403,7 @@ impl JwtFilter {
                 }
                 _ => DenyReason::KeysUnavailable,
             };
-            match (&p.keys, refetched) {
+            match (&keys, refetched) {
                 (Keys::Remote(c), false) => {
                     c.refetch_unknown_kid().await;
                     set = c.current();
@@ -578,6 +466,6 @@ impl AuthFilter for JwtFilter {
     }
 
     fn ready(&self) -> bool {
-        self.providers.iter().all(|p| p.keys.ready())
+        self.providers.iter().all(Provider::ready)
     }
 }

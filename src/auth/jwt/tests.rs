@@ -710,7 +710,7 @@ async fn config_problems_name_their_key_path() {
     )
     .unwrap();
     let yaml = format!(
-        "providers:\n  - issuer: http://op.example\n  - issuer: x\n    keys_file: /nonexistent\n  - issuer: y\n    jwks_uri: https://y/jwks\n    secret: !value s\n  - issuer: https://op.example/\naudience: []\nalgorithms: [none, RS256]\nclaim_headers: {{a: Host, b: 'bad name'}}\nscopes: ['two words']\n"
+        "providers:\n  - issuer: http://op.example\n  - issuer: x\n    keys_file: /nonexistent\n  - issuer: y\n    jwks_uri: https://y/jwks\n    keys_file: /x\n  - issuer: https://op.example/\naudience: []\nalgorithms: [none, RS256]\nclaim_headers: {{a: Host, b: 'bad name'}}\nscopes: ['two words']\n"
     );
     let cfg: JwtConfig = serde_norway::from_str(&yaml).unwrap();
     let err = build(&cfg, "routes[1].auth[0]", &warm).await.unwrap_err();
