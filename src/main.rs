@@ -14,10 +14,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve with a config file (SIGHUP reloads it).
+    /// Serve with a config file (SIGHUP reloads it). Without one, ooproxy's environment variables
+    /// (PROVIDER_URL, UPSTREAM_URL, ...) describe a one-route config.
     Run {
         #[arg(short, long, env = "AUTHEDGE_CONFIG")]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
     /// Load and validate a config exactly as `run` would; print every problem.
     Check {
@@ -41,7 +42,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => match authedge::server::run(config) {
+        Command::Run { config } => match authedge::compat::resolve_config(config).and_then(authedge::server::run) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -87,9 +87,12 @@ pub fn build(
             );
             return None;
         }
-        Some(secret) => match keys::hmac_keys(secret, hmac_algs.to_vec()) {
-            Ok(set) => {
-                let digest = secret
+        Some(secret) => match secret
+            .source()
+            .and_then(|s| keys::hmac_keys(&s, hmac_algs.to_vec()).map(|k| (k, s)))
+        {
+            Ok((set, source)) => {
+                let digest = source
                     .resolve()
                     .map(|s| hex(&Sha256::digest(s.expose())))
                     .unwrap_or_default();

@@ -227,7 +227,7 @@ async fn hs256_signed_with_the_rsa_public_key_is_rejected() {
 #[tokio::test]
 async fn secret_provider_rejects_rs_and_short_secrets() {
     let secret = "0123456789abcdef0123456789abcdef";
-    let yaml = format!("providers:\n  - issuer: {ISS}\n    secret: !value {secret}\n");
+    let yaml = format!("providers:\n  - issuer: {ISS}\n    secret: {{value: {secret}}}\n");
     let cfg: JwtConfig = serde_norway::from_str(&yaml).unwrap();
     let warm = Warm::new(
         tokio::runtime::Handle::current(),
@@ -250,7 +250,7 @@ async fn secret_provider_rejects_rs_and_short_secrets() {
         DenyReason::UnknownKey,
     );
     let short: JwtConfig = serde_norway::from_str(&format!(
-        "providers:\n  - issuer: {ISS}\n    secret: !value short\n"
+        "providers:\n  - issuer: {ISS}\n    secret: {{value: short}}\n"
     ))
     .unwrap();
     let err = build(&short, "routes[1].auth[0]", &warm).await.unwrap_err();
@@ -845,4 +845,48 @@ fn rfc7520_examples() {
         }
     }
     assert_eq!(verified, 3);
+}
+
+/// Through the whole file schema (the `type`-tagged filter list): public keys and an HMAC secret
+/// for one issuer; HS tokens meet only the secret.
+#[tokio::test]
+async fn secret_and_public_keys_for_one_issuer_in_a_full_config() {
+    let secret = "0123456789abcdef0123456789abcdef";
+    let yaml = format!(
+        "listeners: [{{address: '127.0.0.1:1'}}]\nupstreams: {{up: {{echo: true}}}}\nroutes:\n  - path: /\n    upstream: up\n    auth:\n      - type: jwt\n        providers:\n          - issuer: {ISS}\n            keys_file: {}\n            secret: {{value: {secret}}}\n",
+        fixture("rsa.pub.pem")
+    );
+    let cfg = crate::config::parse(&yaml).unwrap();
+    let crate::config::schema::FilterConfig::Jwt(j) = &cfg.routes[0].auth[0] else {
+        panic!("not a jwt filter")
+    };
+    let warm = Warm::new(
+        tokio::runtime::Handle::current(),
+        Arc::new(Metrics::new().unwrap()),
+        true,
+    )
+    .unwrap();
+    let f = build(j, "routes[0].auth[0]", &warm).await.unwrap();
+    let body = claims().to_string();
+    let hs = sign_raw(
+        r#"{"alg":"HS256"}"#,
+        &body,
+        &EncodingKey::from_secret(secret.as_bytes()),
+        Algorithm::HS256,
+    );
+    allowed(&outcome(&f, &hs).await);
+    allowed(&outcome(&f, &rs256(&claims())).await);
+    let confused = sign_raw(
+        r#"{"alg":"HS256"}"#,
+        &body,
+        &EncodingKey::from_secret(&read("rsa.pub.pem")),
+        Algorithm::HS256,
+    );
+    denied(&outcome(&f, &confused).await, 401, DenyReason::BadSignature);
+    let bad: Result<crate::config::schema::FileConfig, _> = crate::config::parse(
+        &yaml
+            .replace("{value: ", "{value: x, env: Y, file: ")
+            .replace(secret, "z"),
+    );
+    assert!(bad.is_ok(), "parses; build reports the problem");
 }
