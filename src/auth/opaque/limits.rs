@@ -143,8 +143,28 @@ pub struct Revocations {
 
 impl Revocations {
     /// The realm's list, shared across reloads.
+    /// A background task on the control runtime drops expired entries every minute (not under
+    /// `check`).
     pub fn shared(warm: &Warm, realm: &str, lifetime: Duration) -> Arc<Revocations> {
-        let r = warm.shared(&format!("opaque:revocations:{realm}"), Revocations::default);
+        let mut created = false;
+        let r = warm.shared(&format!("opaque:revocations:{realm}"), || {
+            created = true;
+            Revocations::default()
+        });
+        if created && !warm.dry_run {
+            let weak: Weak<Revocations> = Arc::downgrade(&r);
+            warm.control.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(60));
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let Some(r) = weak.upgrade() else { break };
+                    if !r.is_empty() {
+                        r.purge(super::now_ms().div_euclid(1000));
+                    }
+                }
+            });
+        }
         let secs = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
         r.max_lifetime.fetch_max(secs, Ordering::Relaxed);
         r

@@ -466,3 +466,49 @@ async fn plaintext_rewrite_and_users_file() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn filter_refuses_clients_outside_allowed_cidrs_and_deleted_users() {
+    let w = warm();
+    let (realm, eps) = build(&realm_yaml(""), &w).await.unwrap();
+    let (_, b, _) = login(&eps, "username=bob&password=bob-pw", "10.9.9.9").await;
+    let token = b["token"].as_str().unwrap().to_string();
+    let mut realms = HashMap::new();
+    realms.insert("main".to_string(), realm);
+    let route = OpaqueRouteConfig {
+        realm: "main".into(),
+        users: vec![],
+        roles: vec![],
+    };
+    let f = build_filter(&route, &realms, "r", &w).unwrap();
+    assert!(matches!(
+        call(&f, Some(&token), "10.1.2.3").await,
+        Outcome::Allow(_)
+    ));
+    assert!(matches!(call(&f, Some(&token), "192.0.2.1").await,
+        Outcome::Deny(d) if d.status == StatusCode::FORBIDDEN && d.reason == DenyReason::ClientNotAllowed));
+    // Reload without bob: his token no longer names a user.
+    let yaml = realm_yaml("")
+        .lines()
+        .filter(|l| !l.contains("username: bob"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (realm2, _) = build(&yaml, &w).await.unwrap();
+    realms.insert("main".to_string(), realm2);
+    let f2 = build_filter(&route, &realms, "r", &w).unwrap();
+    assert!(matches!(call(&f2, Some(&token), "10.1.2.3").await,
+        Outcome::Deny(d) if d.status == StatusCode::UNAUTHORIZED));
+    // A route naming a user the realm lacks still builds (deleting a user must not block reload).
+    let named = OpaqueRouteConfig {
+        realm: "main".into(),
+        users: vec!["bob".into()],
+        roles: vec![],
+    };
+    let f3 = build_filter(&named, &realms, "r", &w).unwrap();
+    assert!(matches!(
+        call(&f3, Some(&token), "10.1.2.3").await,
+        Outcome::Deny(_)
+    ));
+    let dbg = format!("{f3:?}");
+    assert!(!dbg.contains("$argon2id"), "{dbg}");
+}

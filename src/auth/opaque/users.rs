@@ -60,8 +60,7 @@ pub struct UsersFile {
     pub users: Vec<UserConfig>,
 }
 
-/// A compiled user.
-#[derive(Debug)]
+/// A compiled user (Debug leaves the hash out).
 pub struct User {
     pub id: Arc<str>,
     pub username: String,
@@ -72,6 +71,17 @@ pub struct User {
     /// Precomputed upstream header values (username, roles joined with `,`).
     pub user_value: Option<HeaderValue>,
     pub roles_value: Option<HeaderValue>,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("roles", &self.roles)
+            .field("allowed_cidrs", &self.allowed_cidrs)
+            .finish_non_exhaustive()
+    }
 }
 
 impl User {
@@ -97,11 +107,19 @@ impl User {
 }
 
 /// Users by id and by username, and the dummy hash verified for unknown usernames.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct UserDb {
     pub by_id: HashMap<Arc<str>, Arc<User>>,
     pub by_name: HashMap<String, Arc<User>>,
     pub dummy_hash: String,
+}
+
+impl std::fmt::Debug for UserDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserDb")
+            .field("users", &self.by_id.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where a user entry came from, for problem paths.
@@ -140,17 +158,17 @@ pub fn verify_password(hash: &str, password: &[u8]) -> bool {
     }
 }
 
-/// `authedge hash-password`: read the password (one line, or all of stdin) and return the PHC
-/// string. A single trailing newline is not part of the password.
+/// `authedge hash-password`: read the password (the first line of the input) and return the
+/// PHC string. The line ending is not part of the password.
 pub fn hash_password_from_reader(
-    mut input: impl std::io::Read,
+    mut input: impl std::io::BufRead,
     m_cost: Option<u32>,
     t_cost: Option<u32>,
     p_cost: Option<u32>,
 ) -> Result<String, String> {
     let mut buf = Zeroizing::new(Vec::new());
     input
-        .read_to_end(&mut buf)
+        .read_until(b'\n', &mut buf)
         .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
     if buf.last() == Some(&b'\n') {
         buf.pop();
@@ -419,8 +437,11 @@ mod tests {
 
     #[test]
     fn reader_strips_one_newline() {
-        let h = hash_password_from_reader(&b"pw\n"[..], Some(256), Some(1), Some(1)).unwrap();
+        let h = hash_password_from_reader(&b"pw\r\nsecond line"[..], Some(256), Some(1), Some(1))
+            .unwrap();
         assert!(verify_password(&h, b"pw"));
+        let h = hash_password_from_reader(&b"no newline"[..], Some(256), Some(1), Some(1)).unwrap();
+        assert!(verify_password(&h, b"no newline"));
         assert!(hash_password_from_reader(&b"\n"[..], Some(256), Some(1), Some(1)).is_err());
     }
 
