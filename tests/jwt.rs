@@ -52,10 +52,15 @@ struct Op {
 
 impl Op {
     fn start() -> Op {
+        Op::start_on(0)
+    }
+
+    /// Start on a given port (0: any).
+    fn start_on(port: u16) -> Op {
         ensure_node_modules();
         let mut child = Command::new("node")
             .arg("server.js")
-            .arg("0")
+            .arg(port.to_string())
             .current_dir(fixture_dir())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -172,6 +177,10 @@ fn claims(op: &Op) -> Value {
 
 /// A config with an `api` route (scope read) and an `admin` route (scope write).
 fn config(op: &Op, up: &EchoUpstream, provider_extra: &str) -> String {
+    config_for(&op.issuer, up, provider_extra)
+}
+
+fn config_for(issuer: &str, up: &EchoUpstream, provider_extra: &str) -> String {
     r#"
 server: { threads: 1, pid_file: "{dir}/pid", upgrade_sock: "{dir}/upgrade.sock" }
 listeners: [ { address: "127.0.0.1:{port}" } ]
@@ -203,7 +212,7 @@ PROVIDER_EXTRA
         scopes: [write]
 "#
     .replace("UPSTREAM", &up.url())
-    .replace("ISSUER", &op.issuer)
+    .replace("ISSUER", issuer)
     .replace("PROVIDER_EXTRA\n", provider_extra)
 }
 
@@ -480,6 +489,32 @@ fn provider_down_at_start_gives_503_not_ready() {
     );
     let r = get(&edge, "/api/x", &token);
     assert_eq!(r.status(), 503, "keys unavailable for {issuer}");
+}
+
+#[test]
+fn provider_up_after_start_becomes_ready_without_restart() {
+    let port = common::free_port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let up = EchoUpstream::start();
+    let edge = Edge::start(&config_for(
+        &issuer,
+        &up,
+        "            unknown_kid_cooldown: 2s\n",
+    ));
+    let c = client();
+    let readyz = format!("http://127.0.0.1:{}/readyz", edge.metrics_port);
+    assert_ne!(
+        c.get(&readyz).send().unwrap().status(),
+        200,
+        "not ready without keys"
+    );
+    let op = Op::start_on(port);
+    // The background retry (1 s, 2 s, ... capped at the cooldown) finds the provider.
+    edge.wait_ready();
+    assert_eq!(
+        status(&edge, "/api/late", &op.token("rs-client", "read", API)),
+        200
+    );
 }
 
 #[test]

@@ -13,7 +13,7 @@
 //! `verify`, RSA moduli under 2048 bits, symmetric (`oct`) keys, unknown `kty`/`crv`/`alg`, and
 //! `alg: none`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,8 @@ pub const MAX_DOCUMENT: usize = 512 * 1024;
 pub const MIN_RSA_BITS: usize = 2048;
 /// Most keys kept from one JWKS.
 const MAX_KEYS: usize = 64;
+/// Smallest gap between fetches while no keys are held.
+const NO_KEYS_GAP: Duration = Duration::from_secs(1);
 /// Deadline of one fetch (discovery + JWKS).
 const FETCH_DEADLINE: Duration = Duration::from_secs(8);
 
@@ -358,6 +360,8 @@ pub struct JwksCache {
     /// Delay until the next background refresh.
     next: Mutex<Duration>,
     refresher: AtomicBool,
+    /// Failed fetches in a row (for the backoff while no keys are held).
+    failures: AtomicU32,
 }
 
 impl std::fmt::Debug for JwksCache {
@@ -382,6 +386,7 @@ impl JwksCache {
             gate: tokio::sync::Mutex::new(None),
             discovered: Mutex::new(None),
             refresher: AtomicBool::new(false),
+            failures: AtomicU32::new(0),
         }
     }
 
@@ -406,7 +411,8 @@ impl JwksCache {
     /// not ready and requests get 503 until a later fetch succeeds.
     pub async fn prime(self: &Arc<Self>) {
         if !self.has_keys() {
-            self.refetch(Duration::ZERO).await;
+            // Filters sharing this cache in one load fetch once.
+            self.refetch(NO_KEYS_GAP).await;
         }
     }
 
@@ -438,7 +444,13 @@ impl JwksCache {
     /// a fetch was attempted within the cooldown. Returns once no fetch is in flight; the caller
     /// then looks at [`current`](Self::current) again.
     pub async fn refetch_unknown_kid(self: &Arc<Self>) {
-        self.refetch(self.settings.cooldown).await;
+        // Without any keys every request fails anyway: retry sooner (still at most once a second).
+        let gap = if self.has_keys() {
+            self.settings.cooldown
+        } else {
+            self.settings.cooldown.min(NO_KEYS_GAP)
+        };
+        self.refetch(gap).await;
     }
 
     async fn refetch(self: &Arc<Self>, min_gap: Duration) {
@@ -464,6 +476,7 @@ impl JwksCache {
         let delay = match result {
             Ok((set, max_age)) => {
                 self.ok.inc();
+                self.failures.store(0, Ordering::Relaxed);
                 tracing::debug!(provider = %self.settings.label, keys = set.len(), "JWKS fetched");
                 self.keys.store(Some(Arc::new(set)));
                 let floor = self.settings.cooldown.max(Duration::from_secs(1));
@@ -474,10 +487,22 @@ impl JwksCache {
             }
             Err(e) => {
                 self.err.inc();
-                tracing::warn!(provider = %self.settings.label, error = %e, "JWKS fetch failed; keeping the last good keys");
-                self.settings
+                let n = self.failures.fetch_add(1, Ordering::Relaxed).min(16);
+                tracing::warn!(
+                    provider = %self.settings.label,
+                    error = %e,
+                    "JWKS fetch failed; keeping the last good keys"
+                );
+                let cap = self
+                    .settings
                     .refresh
-                    .min(self.settings.cooldown.max(Duration::from_secs(1)))
+                    .min(self.settings.cooldown.max(Duration::from_secs(1)));
+                if self.has_keys() {
+                    cap
+                } else {
+                    // No keys yet: back off 1 s, 2 s, 4 s ... up to the cooldown.
+                    cap.min(Duration::from_secs(1u64 << n))
+                }
             }
         };
         if let Ok(mut n) = self.next.lock() {
