@@ -75,16 +75,24 @@ impl AuthFilter for OpaqueFilter {
             Err(r) => return self.invalid(r),
         };
         let realm = &self.realm;
-        let claims = match realm.keyring.open(token, now_ms()) {
-            Ok(c) => c,
-            Err(e) => {
-                return self.invalid(match e {
-                    OpenError::Malformed => DenyReason::Malformed,
-                    OpenError::UnknownKey => DenyReason::UnknownKey,
-                    OpenError::BadSeal => DenyReason::BadSignature,
-                    OpenError::Expired => DenyReason::Expired,
-                })
-            }
+        let now = now_ms();
+        let claims = match realm.opened.get(token, now) {
+            Some(c) => c,
+            None => match realm.keyring.open(token, now) {
+                Ok(c) => {
+                    let c = Arc::new(c);
+                    realm.opened.insert(token, c.clone());
+                    c
+                }
+                Err(e) => {
+                    return self.invalid(match e {
+                        OpenError::Malformed => DenyReason::Malformed,
+                        OpenError::UnknownKey => DenyReason::UnknownKey,
+                        OpenError::BadSeal => DenyReason::BadSignature,
+                        OpenError::Expired => DenyReason::Expired,
+                    })
+                }
+            },
         };
         // A deleted user's tokens stop at the reload that deletes them.
         let Some(user) = realm.users.by_id.get(claims.user_id.as_str()) else {

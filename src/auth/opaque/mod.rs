@@ -10,6 +10,7 @@
 //!
 //! Tokens themselves are sealed and opened by [`crate::tokens::aead`].
 
+pub mod cache;
 pub mod config;
 pub mod endpoints;
 pub mod filter;
@@ -58,6 +59,8 @@ pub struct Realm {
     pub(crate) challenge: HeaderValue,
     /// `Bearer realm="<name>", error="invalid_token"`.
     pub(crate) invalid_token: HeaderValue,
+    /// Tokens that already opened (skips the AEAD for repeat requests).
+    pub(crate) opened: cache::OpenCache,
     /// Bounds concurrent Argon2 computations (memory and CPU).
     pub(crate) argon_gate: Arc<tokio::sync::Semaphore>,
 }
@@ -76,6 +79,9 @@ impl Realm {
             .map_err(|_| ())
     }
 }
+
+/// Tokens remembered per realm after they opened (about 200 bytes each).
+const OPEN_CACHE_TOKENS: usize = 65_536;
 
 /// Endpoints a realm serves: `(exact canonical path, endpoint)`.
 pub type RealmEndpoints = Vec<(String, Arc<dyn Endpoint>)>;
@@ -418,6 +424,7 @@ pub async fn build_realm(
         roles_header,
         challenge,
         invalid_token,
+        opened: cache::OpenCache::new(OPEN_CACHE_TOKENS),
         argon_gate: argon_gate(warm),
     });
     let mut eps: RealmEndpoints = vec![

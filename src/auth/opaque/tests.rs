@@ -305,7 +305,7 @@ async fn login_filter_and_revoke() {
         Outcome::Deny(d) if d.status == StatusCode::UNAUTHORIZED && d.reason == DenyReason::Revoked));
     // Revocations survive a rebuild (reload) of the realm.
     let (realm2, _) = build(&realm_yaml(""), &w).await.unwrap();
-    assert!(realm2.revocations.len() >= 1);
+    assert!(!realm2.revocations.is_empty());
     let mut realms2 = HashMap::new();
     realms2.insert("main".to_string(), realm2);
     let any2 = build_filter(
