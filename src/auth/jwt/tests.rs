@@ -890,3 +890,39 @@ async fn secret_and_public_keys_for_one_issuer_in_a_full_config() {
     );
     assert!(bad.is_ok(), "parses; build reports the problem");
 }
+
+#[tokio::test]
+async fn eddsa_tokens_verify_against_an_ed25519_key() {
+    let yaml = format!(
+        "providers:\n  - issuer: {ISS}\n    keys_file: {}\n",
+        fixture("ed25519.pub.pem")
+    );
+    let warm = Warm::new(
+        tokio::runtime::Handle::current(),
+        Arc::new(Metrics::new().unwrap()),
+        true,
+    )
+    .unwrap();
+    let f = build(&serde_norway::from_str(&yaml).unwrap(), "r", &warm)
+        .await
+        .unwrap();
+    let key = EncodingKey::from_ed_pem(&read("ed25519.key")).unwrap();
+    let t = sign_raw(
+        r#"{"alg":"EdDSA"}"#,
+        &claims().to_string(),
+        &key,
+        Algorithm::EdDSA,
+    );
+    allowed(&outcome(&f, &t).await);
+    let (msg, _) = t.rsplit_once('.').unwrap();
+    denied(
+        &outcome(&f, &format!("{msg}.{}", b64(&[0u8; 64]))).await,
+        401,
+        DenyReason::BadSignature,
+    );
+    denied(
+        &outcome(&f, &rs256(&claims())).await,
+        401,
+        DenyReason::UnknownKey,
+    );
+}
