@@ -39,6 +39,11 @@ pub fn hmac_keys(secret: &SecretSource, algs: Vec<Algorithm>) -> Result<KeySet, 
     if s.expose().len() < 32 {
         return Err("an HMAC secret needs at least 32 bytes".into());
     }
+    // A public key is public: as an HMAC secret it would let anyone sign (HS/RS confusion).
+    let text = String::from_utf8_lossy(s.expose());
+    if text.contains("-----BEGIN") || text.trim_start().starts_with('{') {
+        return Err("this looks like a PEM or JWK key, not an HMAC secret".into());
+    }
     Ok(KeySet::new(vec![VerifyKey {
         kid: None,
         family: AlgorithmFamily::Hmac,

@@ -26,12 +26,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use http::{HeaderName, HeaderValue, StatusCode};
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
-use sha2::{Digest, Sha256};
 
 use self::cache::{Verified, VerifiedCache};
 pub use self::config::{JwtConfig, OneOrMany, ProviderConfig};
 use self::keys::Keys;
-use self::provider::{hex, Provider};
+use self::provider::Provider;
 use self::token::{claim_text, Policy};
 use crate::auth::{bearer_token, AuthFilter, Denial, DenyReason, Outcome, RequestView};
 use crate::config::Problems;
@@ -251,12 +250,9 @@ pub async fn build(
         }
     }
 
-    let cache_key = format!(
-        "jwt-verified|{}|{}",
-        hex(&Sha256::digest(format!("{cfg:?}").as_bytes())),
-        cfg.cache_size
-    );
-    let cache = warm.shared(&cache_key, || VerifiedCache::new(cfg.cache_size));
+    // One cache per built filter: a reload starts it empty (one signature check per token
+    // again) rather than keeping caches of configs that no longer exist.
+    let cache = Arc::new(VerifiedCache::new(cfg.cache_size));
     let header_names = claim_headers.iter().map(|(_, h)| h.clone()).collect();
     Ok(Arc::new(JwtFilter {
         providers,

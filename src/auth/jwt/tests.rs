@@ -255,6 +255,13 @@ async fn secret_provider_rejects_rs_and_short_secrets() {
     .unwrap();
     let err = build(&short, "routes[1].auth[0]", &warm).await.unwrap_err();
     assert_eq!(err.0[0].path, "routes[1].auth[0].providers[0].secret");
+    let pem: JwtConfig = serde_norway::from_str(&format!(
+        "providers:\n  - issuer: {ISS}\n    secret: {{file: {}}}\n",
+        fixture("rsa.pub.pem")
+    ))
+    .unwrap();
+    let err = build(&pem, "r", &warm).await.unwrap_err();
+    assert!(err.0[0].message.contains("not an HMAC secret"), "{err}");
 }
 
 #[tokio::test]
