@@ -495,6 +495,41 @@ mod tests {
     }
 
     #[test]
+    fn users_files_yaml_and_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = dir.path().join("users.json");
+        std::fs::write(
+            &j,
+            r#"{"users":[{"id":"1","username":"a","password_hash":"x","roles":["r"]}]}"#,
+        )
+        .unwrap();
+        let f = read_users_file(&j).unwrap();
+        assert_eq!(
+            (f.users[0].username.as_str(), f.users[0].roles.len()),
+            ("a", 1)
+        );
+        std::fs::write(&j, r#"{"users":[{"id":"1","username":"a","pasword":"x"}]}"#).unwrap();
+        let e = read_users_file(&j).unwrap_err();
+        assert!(e.contains("users[0]") && e.contains("pasword"), "{e}");
+        let y = dir.path().join("users.yaml");
+        std::fs::write(
+            &y,
+            "users:\n  - {id: '2', username: b, password_hash: x, allowed_cidrs: [10.0.0.0/8]}\n",
+        )
+        .unwrap();
+        assert_eq!(read_users_file(&y).unwrap().users[0].allowed_cidrs.len(), 1);
+        assert!(read_users_file(&dir.path().join("missing.yaml")).is_err());
+        assert_eq!(
+            resolve("u.yaml", Some(Path::new("/etc/authedge/main.yaml"))),
+            PathBuf::from("/etc/authedge/u.yaml")
+        );
+        assert_eq!(
+            resolve("/abs/u.yaml", Some(Path::new("/etc/a.yaml"))),
+            PathBuf::from("/abs/u.yaml")
+        );
+    }
+
+    #[test]
     fn cidrs() {
         let u = User {
             id: "1".into(),
