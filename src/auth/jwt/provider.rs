@@ -37,7 +37,7 @@ impl Provider {
         if family_of(alg) == AlgorithmFamily::Hmac {
             self.hmac.clone().map(Keys::Static)
         } else {
-            self.keys.as_ref().map(Keys::clone)
+            self.keys.clone()
         }
     }
 

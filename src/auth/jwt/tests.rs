@@ -167,11 +167,7 @@ async fn alg_none_in_every_casing_is_rejected() {
     let payload = b64(claims().to_string().as_bytes());
     for alg in ["none", "None", "NONE", "nOnE", "", "NoNe "] {
         let header = b64(format!(r#"{{"alg":"{alg}"}}"#).as_bytes());
-        for sig in [
-            "",
-            "AAAA",
-            &rs256(&claims()).rsplit('.').next().unwrap().to_string(),
-        ] {
+        for sig in ["", "AAAA", rs256(&claims()).rsplit('.').next().unwrap()] {
             let t = format!("{header}.{payload}.{sig}");
             let o = outcome(&f, &t).await;
             assert!(
@@ -716,8 +712,8 @@ async fn config_problems_name_their_key_path() {
         true,
     )
     .unwrap();
-    let yaml = format!(
-        "providers:\n  - issuer: http://op.example\n  - issuer: x\n    keys_file: /nonexistent\n  - issuer: y\n    jwks_uri: https://y/jwks\n    keys_file: /x\n  - issuer: https://op.example/\naudience: []\nalgorithms: [none, RS256]\nclaim_headers: {{a: Host, b: 'bad name'}}\nscopes: ['two words']\n"
+    let yaml = String::from(
+        "providers:\n  - issuer: http://op.example\n  - issuer: x\n    keys_file: /nonexistent\n  - issuer: y\n    jwks_uri: https://y/jwks\n    keys_file: /x\n  - issuer: https://op.example/\naudience: []\nalgorithms: [none, RS256]\nclaim_headers: {a: Host, b: 'bad name'}\nscopes: ['two words']\n",
     );
     let cfg: JwtConfig = serde_norway::from_str(&yaml).unwrap();
     let err = build(&cfg, "routes[1].auth[0]", &warm).await.unwrap_err();
