@@ -2,7 +2,9 @@
 //! issues encrypted tokens at a token endpoint (`/auth`), and lets holders through to the routes
 //! that allow them, with per-user rate limits and revocation.
 //!
-//! - [`users`]: user config, Argon2id hashes, `authedge hash-password`.
+//! - [`users`]: user config (inline or users file) and the compiled user tables.
+//! - [`password`]: Argon2id hashing and verification, `authedge hash-password`.
+//! - [`cache`]: tokens that already opened.
 //! - [`rewrite`]: ProxyAuth's `rewrite_plaintext` (users file rewritten with hashes).
 //! - [`limits`]: governor limiters and the revocation list, shared across reloads.
 //! - [`endpoints`]: `POST /auth`, `/auth/revoke`, the admin revocation endpoint.
@@ -15,6 +17,7 @@ pub mod config;
 pub mod endpoints;
 pub mod filter;
 pub mod limits;
+pub mod password;
 pub mod rewrite;
 pub mod users;
 
