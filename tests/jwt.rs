@@ -63,10 +63,25 @@ impl Op {
             .arg(port.to_string())
             .current_dir(fixture_dir())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("node is needed to run the oidc-provider fixture (install Node 20)");
         let stdout = child.stdout.take().expect("stdout");
+        // Keep node's stderr for the failure message (and drain it so node never blocks).
+        let errors = Arc::new(Mutex::new(String::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let errors = errors.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    let mut e = errors.lock().unwrap_or_else(|p| p.into_inner());
+                    if e.len() < 8192 {
+                        e.push_str(&line);
+                        e.push('\n');
+                    }
+                }
+            });
+        }
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut sent = false;
@@ -80,9 +95,15 @@ impl Op {
                 }
             }
         });
-        let issuer = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("oidc-provider did not start listening");
+        let issuer = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let err = errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                panic!("oidc-provider did not start listening ({e}); its stderr:\n{err}");
+            }
+        };
         let op = Op {
             child: Some(child),
             issuer,
@@ -491,9 +512,36 @@ fn provider_down_at_start_gives_503_not_ready() {
     assert_eq!(r.status(), 503, "keys unavailable for {issuer}");
 }
 
+/// A free port outside the kernel's ephemeral range, so no port-0 bind and no outgoing
+/// connection of a parallel test can take it between now and the provider's start.
+fn port_outside_ephemeral_range() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|x| x.parse::<u32>().ok())
+        })
+        .unwrap_or(32768);
+    let span = low.saturating_sub(10_000).max(1);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    for i in 0..span {
+        let port = 10_000 + (seed.wrapping_add(i.wrapping_mul(7919)) % span);
+        if let Ok(port) = u16::try_from(port) {
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
+    panic!("no free port below the ephemeral range");
+}
+
 #[test]
 fn provider_up_after_start_becomes_ready_without_restart() {
-    let port = common::free_port();
+    let port = port_outside_ephemeral_range();
     let issuer = format!("http://127.0.0.1:{port}");
     let up = EchoUpstream::start();
     let edge = Edge::start(&config_for(
