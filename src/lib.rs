@@ -4,6 +4,7 @@
 //! tests and benches use the same code the edge runs.
 
 pub mod auth;
+pub mod compat;
 pub mod config;
 pub mod echo;
 pub mod identity;

@@ -1,2 +1,4 @@
 //! Token machinery shared by the modes: JWKS caches, AEAD sealing, replay stores.
+
+pub mod aead;
 pub mod jwks;

@@ -45,7 +45,10 @@ impl VerifiedCache {
     /// A cache of about `capacity` entries (0: nothing is kept).
     pub fn new(capacity: usize) -> VerifiedCache {
         let per_shard = capacity.div_ceil(SHARDS);
-        VerifiedCache { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), per_shard }
+        VerifiedCache {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            per_shard,
+        }
     }
 
     fn shard(&self, k: &Key) -> Option<&Mutex<HashMap<Key, Arc<Verified>>>> {
@@ -75,7 +78,9 @@ impl VerifiedCache {
         if map.len() >= self.per_shard {
             map.retain(|_, e| e.claims.exp >= now);
             while map.len() >= self.per_shard {
-                let Some(victim) = map.keys().next().copied() else { break };
+                let Some(victim) = map.keys().next().copied() else {
+                    break;
+                };
                 map.remove(&victim);
             }
         }
@@ -83,7 +88,10 @@ impl VerifiedCache {
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().map(|m| m.len()).unwrap_or(0)).sum()
+        self.shards
+            .iter()
+            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -88,9 +88,13 @@ pub struct ProviderConfig {
     /// Static keys: a PEM public key or a JWK / JWKS JSON file.
     #[serde(default)]
     pub keys_file: Option<String>,
-    /// An HMAC secret for HS256/384/512.
+    /// An HMAC secret for HS256/384/512 (may be combined with public keys).
     #[serde(default)]
-    pub secret: Option<SecretSource>,
+    pub secret: Option<SecretConfig>,
+    /// Find the JWKS through `<issuer>/.well-known/openid-configuration`. Default: on unless
+    /// `jwks_uri`, `keys_file` or `secret` is given.
+    #[serde(default)]
+    pub discovery: Option<bool>,
     /// Background refresh interval of remote keys (sooner if the JWKS says `max-age`).
     #[serde(default = "default_refresh", with = "humantime_serde")]
     pub refresh: Duration,
@@ -100,6 +104,39 @@ pub struct ProviderConfig {
     /// Allow plain-http discovery/JWKS to a non-loopback host.
     #[serde(default)]
     pub allow_http: bool,
+}
+
+/// A secret as `{value: ...}`, `{env: NAME}` or `{file: PATH}`: exactly one. (A plain map, so
+/// it also parses inside the `type`-tagged filter list, where YAML `!tags` cannot be used.)
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretConfig {
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub env: Option<String>,
+    #[serde(default)]
+    pub file: Option<String>,
+}
+
+impl std::fmt::Debug for SecretConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.source() {
+            Ok(s) => s.fmt(f),
+            Err(_) => f.write_str("SecretConfig(<invalid>)"),
+        }
+    }
+}
+
+impl SecretConfig {
+    pub fn source(&self) -> Result<SecretSource, String> {
+        match (&self.value, &self.env, &self.file) {
+            (Some(v), None, None) => Ok(SecretSource::Value(v.clone())),
+            (None, Some(e), None) => Ok(SecretSource::Env(e.clone())),
+            (None, None, Some(p)) => Ok(SecretSource::File(p.clone())),
+            _ => Err("give exactly one of value, env, file".into()),
+        }
+    }
 }
 
 fn default_leeway() -> Duration {
@@ -128,12 +165,17 @@ mod tests {
             "providers: [{issuer: 'https://op', refresh: 10m}]\naudience: [a, b]\nleeway: 5s\nmax_lifetime: 1h\n",
         )
         .unwrap();
-        assert_eq!(c.audience, Some(OneOrMany::Many(vec!["a".into(), "b".into()])));
+        assert_eq!(
+            c.audience,
+            Some(OneOrMany::Many(vec!["a".into(), "b".into()]))
+        );
         assert_eq!(c.leeway, Duration::from_secs(5));
         assert_eq!(c.providers[0].refresh, Duration::from_secs(600));
         assert_eq!(c.providers[0].unknown_kid_cooldown, Duration::from_secs(30));
         assert_eq!(c.max_token_bytes, 8192);
         assert!(serde_norway::from_str::<JwtConfig>("providers: []\naudiance: x\n").is_err());
-        assert!(serde_norway::from_str::<JwtConfig>("providers: [{issuer: x, jwks: y}]\n").is_err());
+        assert!(
+            serde_norway::from_str::<JwtConfig>("providers: [{issuer: x, jwks: y}]\n").is_err()
+        );
     }
 }

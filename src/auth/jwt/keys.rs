@@ -11,7 +11,7 @@ use crate::config::secret::SecretSource;
 use crate::tokens::jwks::{parse_jwk, parse_jwks, rsa_key, JwksCache, KeySet, VerifyKey};
 
 /// Where one provider's keys live.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Keys {
     Static(Arc<KeySet>),
     Remote(Arc<JwksCache>),
@@ -38,6 +38,11 @@ pub fn hmac_keys(secret: &SecretSource, algs: Vec<Algorithm>) -> Result<KeySet, 
     let s = secret.resolve()?;
     if s.expose().len() < 32 {
         return Err("an HMAC secret needs at least 32 bytes".into());
+    }
+    // A public key is public: as an HMAC secret it would let anyone sign (HS/RS confusion).
+    let text = String::from_utf8_lossy(s.expose());
+    if text.contains("-----BEGIN") || text.trim_start().starts_with('{') {
+        return Err("this looks like a PEM or JWK key, not an HMAC secret".into());
     }
     Ok(KeySet::new(vec![VerifyKey {
         kid: None,
@@ -87,12 +92,15 @@ pub fn rsa_public_components(der: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
 /// or a JWKS). `rsa_algs` are the algorithms an RSA key without `alg` may verify.
 pub fn file_keys(path: &str, rsa_algs: &[Algorithm]) -> Result<KeySet, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let text = std::str::from_utf8(&bytes).map_err(|_| format!("{path} is not text (PEM or JSON)"))?;
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| format!("{path} is not text (PEM or JSON)"))?;
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') {
-        let v: serde_json::Value = serde_json::from_str(trimmed).map_err(|e| format!("{path}: not JSON: {e}"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(trimmed).map_err(|e| format!("{path}: not JSON: {e}"))?;
         if v.get("keys").is_some() {
-            let (set, _) = parse_jwks(trimmed.as_bytes(), rsa_algs).map_err(|e| format!("{path}: {e}"))?;
+            let (set, _) =
+                parse_jwks(trimmed.as_bytes(), rsa_algs).map_err(|e| format!("{path}: {e}"))?;
             if set.is_empty() {
                 return Err(format!("{path}: no usable signature key"));
             }
@@ -105,11 +113,16 @@ pub fn file_keys(path: &str, rsa_algs: &[Algorithm]) -> Result<KeySet, String> {
         return Err(format!("{path}: neither PEM nor JSON"));
     }
     if trimmed.contains("PRIVATE KEY") {
-        return Err(format!("{path}: holds a private key; give the public key only"));
+        return Err(format!(
+            "{path}: holds a private key; give the public key only"
+        ));
     }
     if let Ok(k) = DecodingKey::from_rsa_pem(&bytes) {
-        let der = k.try_get_as_bytes().map_err(|_| format!("{path}: unreadable RSA key"))?;
-        let (n, e) = rsa_public_components(der).ok_or_else(|| format!("{path}: unreadable RSA key"))?;
+        let der = k
+            .try_get_as_bytes()
+            .map_err(|_| format!("{path}: unreadable RSA key"))?;
+        let (n, e) =
+            rsa_public_components(der).ok_or_else(|| format!("{path}: unreadable RSA key"))?;
         return rsa_key(&n, &e, None, rsa_algs.to_vec())
             .map(|k| KeySet::new(vec![k]))
             .map_err(|e| format!("{path}: {e}"));
@@ -121,7 +134,12 @@ pub fn file_keys(path: &str, rsa_algs: &[Algorithm]) -> Result<KeySet, String> {
             97 => vec![Algorithm::ES384],
             _ => return Err(format!("{path}: unsupported EC curve")),
         };
-        return Ok(KeySet::new(vec![VerifyKey { kid: None, family: AlgorithmFamily::Ec, algs, key: k }]));
+        return Ok(KeySet::new(vec![VerifyKey {
+            kid: None,
+            family: AlgorithmFamily::Ec,
+            algs,
+            key: k,
+        }]));
     }
     if let Ok(k) = DecodingKey::from_ed_pem(&bytes) {
         return Ok(KeySet::new(vec![VerifyKey {

@@ -15,9 +15,10 @@
 pub mod cache;
 pub mod config;
 pub mod keys;
-pub mod token;
+pub mod provider;
 #[cfg(test)]
 mod tests;
+pub mod token;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,36 +26,36 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use http::{HeaderName, HeaderValue, StatusCode};
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
-use sha2::{Digest, Sha256};
 
+use self::cache::{Verified, VerifiedCache};
 pub use self::config::{JwtConfig, OneOrMany, ProviderConfig};
-use self::cache::{VerifiedCache, Verified};
 use self::keys::Keys;
+use self::provider::Provider;
 use self::token::{claim_text, Policy};
 use crate::auth::{bearer_token, AuthFilter, Denial, DenyReason, Outcome, RequestView};
 use crate::config::Problems;
 use crate::identity::Identity;
 use crate::snapshot::Warm;
-use crate::tokens::jwks::{family_of, parse_alg, url_allowed, JwksCache, JwksSettings, JwksSource};
+use crate::tokens::jwks::{family_of, parse_alg, VerifyKey};
 
 /// Most keys tried for one token (a token without `kid` against a set of keys).
 const MAX_ATTEMPTS: usize = 4;
 /// Headers a claim may never be mapped to.
-const RESERVED_HEADERS: &[&str] =
-    &["host", "authorization", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer", "cookie"];
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "authorization",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "cookie",
+];
 
 const CHALLENGE: &str = r#"Bearer realm="authedge""#;
 const INVALID_TOKEN: &str = r#"Bearer realm="authedge", error="invalid_token""#;
 const INVALID_REQUEST: &str = r#"Bearer realm="authedge", error="invalid_request""#;
-
-/// One trusted issuer and its keys.
-#[derive(Debug)]
-struct Provider {
-    issuer: String,
-    /// Identity of the keys (binds verified-cache entries to them).
-    id: Arc<str>,
-    keys: Keys,
-}
 
 /// The compiled `jwt` filter.
 #[derive(Debug)]
@@ -70,21 +71,24 @@ pub struct JwtFilter {
     scope_challenge: HeaderValue,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| secs(d)).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(secs)
+        .unwrap_or(0)
 }
 
 /// Build a `jwt` filter: parse keys and policy, fetch remote keys (a provider that is down does
 /// not fail the build: the filter is not ready and requests get 503 until keys arrive).
-pub async fn build(cfg: &JwtConfig, path: &str, warm: &Warm) -> Result<Arc<dyn AuthFilter>, Problems> {
+pub async fn build(
+    cfg: &JwtConfig,
+    path: &str,
+    warm: &Warm,
+) -> Result<Arc<dyn AuthFilter>, Problems> {
     let mut problems = Problems::default();
 
     let algorithms = match &cfg.algorithms {
@@ -94,153 +98,143 @@ pub async fn build(cfg: &JwtConfig, path: &str, warm: &Warm) -> Result<Arc<dyn A
             for (i, a) in list.iter().enumerate() {
                 match parse_alg(a) {
                     Some(alg) => algs.push(alg),
-                    None => problems.push(format!("{path}.algorithms[{i}]"), format!("{a:?} is not an accepted algorithm")),
+                    None => problems.push(
+                        format!("{path}.algorithms[{i}]"),
+                        format!("{a:?} is not an accepted algorithm"),
+                    ),
                 }
             }
             if list.is_empty() {
-                problems.push(format!("{path}.algorithms"), "an empty list accepts no token; omit it for the default");
+                problems.push(
+                    format!("{path}.algorithms"),
+                    "an empty list accepts no token; omit it for the default",
+                );
             }
             Some(algs)
         }
     };
     let in_family = |fam: AlgorithmFamily, default: &[Algorithm]| -> Vec<Algorithm> {
         match &algorithms {
-            Some(list) => list.iter().copied().filter(|a| family_of(*a) == fam).collect(),
+            Some(list) => list
+                .iter()
+                .copied()
+                .filter(|a| family_of(*a) == fam)
+                .collect(),
             None => default.to_vec(),
         }
     };
     let rsa_algs = {
         let v = in_family(AlgorithmFamily::Rsa, &[Algorithm::RS256]);
-        if v.is_empty() { vec![Algorithm::RS256] } else { v }
+        if v.is_empty() {
+            vec![Algorithm::RS256]
+        } else {
+            v
+        }
     };
 
     if cfg.providers.is_empty() {
-        problems.push(format!("{path}.providers"), "at least one provider is needed");
+        problems.push(
+            format!("{path}.providers"),
+            "at least one provider is needed",
+        );
     }
-    let mut providers = Vec::new();
+    let hmac_algs = in_family(
+        AlgorithmFamily::Hmac,
+        &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
+    );
+    let mut providers: Vec<Provider> = Vec::new();
     for (i, p) in cfg.providers.iter().enumerate() {
         let pp = format!("{path}.providers[{i}]");
-        if p.issuer.is_empty() {
-            problems.push(format!("{pp}.issuer"), "must not be empty");
-            continue;
-        }
         if cfg.providers[..i].iter().any(|q| q.issuer == p.issuer) {
-            problems.push(format!("{pp}.issuer"), format!("issuer {:?} is listed twice", p.issuer));
+            problems.push(
+                format!("{pp}.issuer"),
+                format!("issuer {:?} is listed twice", p.issuer),
+            );
             continue;
         }
-        let sources = [p.jwks_uri.is_some(), p.keys_file.is_some(), p.secret.is_some()].iter().filter(|b| **b).count();
-        if sources > 1 {
-            problems.push(&pp, "give at most one of jwks_uri, keys_file, secret (none: discovery from the issuer)");
-            continue;
+        if let Some(built) = provider::build(p, &pp, &rsa_algs, &hmac_algs, warm, &mut problems) {
+            providers.push(built);
         }
-        if p.refresh < Duration::from_secs(1) {
-            problems.push(format!("{pp}.refresh"), "must be at least 1s");
-        }
-        if p.unknown_kid_cooldown < Duration::from_secs(1) {
-            problems.push(format!("{pp}.unknown_kid_cooldown"), "must be at least 1s");
-        }
-        let keys = if let Some(secret) = &p.secret {
-            let algs = in_family(AlgorithmFamily::Hmac, &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512]);
-            if algs.is_empty() {
-                problems.push(format!("{pp}.secret"), "algorithms lists no HS256/384/512 for this secret");
-                continue;
-            }
-            match keys::hmac_keys(secret, algs) {
-                Ok(set) => {
-                    let digest = secret.resolve().map(|s| hex(&Sha256::digest(s.expose()))).unwrap_or_default();
-                    (Keys::Static(Arc::new(set)), format!("hmac|{}|{digest}", p.issuer))
-                }
-                Err(e) => {
-                    problems.push(format!("{pp}.secret"), e);
-                    continue;
-                }
-            }
-        } else if let Some(file) = &p.keys_file {
-            match keys::file_keys(file, &rsa_algs) {
-                Ok(set) => {
-                    let digest = std::fs::read(file).map(|b| hex(&Sha256::digest(b))).unwrap_or_default();
-                    (Keys::Static(Arc::new(set)), format!("file|{}|{file}|{digest}", p.issuer))
-                }
-                Err(e) => {
-                    problems.push(format!("{pp}.keys_file"), e);
-                    continue;
-                }
-            }
-        } else {
-            let (source, key_path, url) = match &p.jwks_uri {
-                Some(u) => (JwksSource::Uri(u.clone()), "jwks_uri", u.clone()),
-                None => {
-                    if p.issuer.ends_with('/') {
-                        problems.push(format!("{pp}.issuer"), "discovery needs an issuer without a trailing slash");
-                        continue;
-                    }
-                    (JwksSource::Discovery { issuer: p.issuer.clone() }, "issuer", p.issuer.clone())
-                }
-            };
-            if let Err(e) = url_allowed(&url, p.allow_http) {
-                problems.push(format!("{pp}.{key_path}"), e);
-                continue;
-            }
-            let settings = JwksSettings {
-                source,
-                label: p.issuer.clone(),
-                refresh: p.refresh,
-                cooldown: p.unknown_kid_cooldown,
-                allow_http: p.allow_http,
-                rsa_default: rsa_algs.clone(),
-            };
-            let share = settings.share_key();
-            let cache = warm.shared(&share, || JwksCache::new(settings, warm));
-            (Keys::Remote(cache), format!("{}|{share}", p.issuer))
-        };
-        providers.push(Provider { issuer: p.issuer.clone(), id: keys.1.into(), keys: keys.0 });
     }
 
     let mut policy = Policy {
-        audience: cfg.audience.as_ref().map(OneOrMany::to_vec).unwrap_or_default(),
+        audience: cfg
+            .audience
+            .as_ref()
+            .map(OneOrMany::to_vec)
+            .unwrap_or_default(),
         subject: cfg.subject.clone(),
         leeway: secs(cfg.leeway),
         max_lifetime: cfg.max_lifetime.map(secs),
         typ: None,
         scopes: cfg.scopes.clone(),
-        claims: cfg.claims.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        claims: cfg
+            .claims
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     };
     policy.set_typ(cfg.typ.as_deref());
     if matches!(&cfg.audience, Some(OneOrMany::Many(v)) if v.is_empty()) {
-        problems.push(format!("{path}.audience"), "an empty list; omit it to skip the audience check");
+        problems.push(
+            format!("{path}.audience"),
+            "an empty list; omit it to skip the audience check",
+        );
     }
     if policy.audience.iter().any(String::is_empty) {
-        problems.push(format!("{path}.audience"), "audiences must not be empty strings");
+        problems.push(
+            format!("{path}.audience"),
+            "audiences must not be empty strings",
+        );
     }
     if cfg.leeway > Duration::from_secs(600) {
         problems.push(format!("{path}.leeway"), "at most 10m");
     }
     for (i, s) in cfg.scopes.iter().enumerate() {
         if s.is_empty() || s.contains(' ') {
-            problems.push(format!("{path}.scopes[{i}]"), "a scope is one non-empty word");
+            problems.push(
+                format!("{path}.scopes[{i}]"),
+                "a scope is one non-empty word",
+            );
         }
     }
     let scope_challenge = HeaderValue::from_str(&format!(
         r#"Bearer realm="authedge", error="insufficient_scope", scope="{}""#,
         cfg.scopes.join(" ")
     ))
-    .unwrap_or(HeaderValue::from_static(r#"Bearer realm="authedge", error="insufficient_scope""#));
-    if cfg.scopes.iter().any(|s| s.contains('"') || s.contains('\\')) {
-        problems.push(format!("{path}.scopes"), "scopes must not contain quotes or backslashes");
+    .unwrap_or(HeaderValue::from_static(
+        r#"Bearer realm="authedge", error="insufficient_scope""#,
+    ));
+    if cfg
+        .scopes
+        .iter()
+        .any(|s| s.contains('"') || s.contains('\\'))
+    {
+        problems.push(
+            format!("{path}.scopes"),
+            "scopes must not contain quotes or backslashes",
+        );
     }
 
     let mut claim_headers = Vec::new();
     for (claim, header) in &cfg.claim_headers {
         let hp = format!("{path}.claim_headers.{claim}");
         match HeaderName::from_bytes(header.as_bytes()) {
-            Ok(h) if RESERVED_HEADERS.contains(&h.as_str()) => problems.push(hp, format!("{header:?} cannot carry a claim")),
-            Ok(h) if claim_headers.iter().any(|(_, x)| *x == h) => problems.push(hp, format!("{header:?} is used twice")),
+            Ok(h) if RESERVED_HEADERS.contains(&h.as_str()) => {
+                problems.push(hp, format!("{header:?} cannot carry a claim"))
+            }
+            Ok(h) if claim_headers.iter().any(|(_, x)| *x == h) => {
+                problems.push(hp, format!("{header:?} is used twice"))
+            }
             Ok(h) => claim_headers.push((claim.clone(), h)),
             Err(_) => problems.push(hp, format!("{header:?} is not a valid header name")),
         }
     }
     if cfg.max_token_bytes == 0 || cfg.max_token_bytes > 64 * 1024 {
-        problems.push(format!("{path}.max_token_bytes"), "must be between 1 and 65536");
+        problems.push(
+            format!("{path}.max_token_bytes"),
+            "must be between 1 and 65536",
+        );
     }
     if !problems.is_empty() {
         return Err(problems);
@@ -249,15 +243,16 @@ pub async fn build(cfg: &JwtConfig, path: &str, warm: &Warm) -> Result<Arc<dyn A
     // Fetch remote keys now (not under `check`), and keep them fresh.
     if !warm.dry_run {
         for p in &providers {
-            if let Keys::Remote(c) = &p.keys {
+            if let Some(c) = p.remote() {
                 c.prime().await;
                 c.start_refresher();
             }
         }
     }
 
-    let cache_key = format!("jwt-verified|{}|{}", hex(&Sha256::digest(format!("{cfg:?}").as_bytes())), cfg.cache_size);
-    let cache = warm.shared(&cache_key, || VerifiedCache::new(cfg.cache_size));
+    // One cache per built filter: a reload starts it empty (one signature check per token
+    // again) rather than keeping caches of configs that no longer exist.
+    let cache = Arc::new(VerifiedCache::new(cfg.cache_size));
     let header_names = claim_headers.iter().map(|(_, h)| h.clone()).collect();
     Ok(Arc::new(JwtFilter {
         providers,
@@ -271,18 +266,42 @@ pub async fn build(cfg: &JwtConfig, path: &str, warm: &Warm) -> Result<Arc<dyn A
     }))
 }
 
+/// Whether `key` verifies the JWS: the key must be of the algorithm's family and declare the
+/// algorithm (so an HMAC check never runs with a public key's bytes).
+pub fn signature_ok(jws: &token::Jws<'_>, key: &VerifyKey) -> bool {
+    key.family == family_of(jws.alg)
+        && key.algs.contains(&jws.alg)
+        && jsonwebtoken::crypto::verify(jws.signature, jws.message.as_bytes(), &key.key, jws.alg)
+            .unwrap_or(false)
+}
+
 impl JwtFilter {
     fn alg_allowed(&self, alg: Algorithm) -> bool {
-        self.algorithms.as_ref().map(|l| l.contains(&alg)).unwrap_or(true)
+        self.algorithms
+            .as_ref()
+            .map(|l| l.contains(&alg))
+            .unwrap_or(true)
     }
 
     fn denial(&self, reason: DenyReason) -> Outcome {
         let (status, challenge) = match reason {
-            DenyReason::MultipleCredentials => (StatusCode::BAD_REQUEST, Some(HeaderValue::from_static(INVALID_REQUEST))),
-            DenyReason::KeysUnavailable | DenyReason::Internal => (StatusCode::SERVICE_UNAVAILABLE, None),
-            DenyReason::InsufficientScope => (StatusCode::FORBIDDEN, Some(self.scope_challenge.clone())),
-            DenyReason::WrongSubject | DenyReason::ClaimMismatch | DenyReason::Forbidden => (StatusCode::FORBIDDEN, None),
-            _ => (StatusCode::UNAUTHORIZED, Some(HeaderValue::from_static(INVALID_TOKEN))),
+            DenyReason::MultipleCredentials => (
+                StatusCode::BAD_REQUEST,
+                Some(HeaderValue::from_static(INVALID_REQUEST)),
+            ),
+            DenyReason::KeysUnavailable | DenyReason::Internal => {
+                (StatusCode::SERVICE_UNAVAILABLE, None)
+            }
+            DenyReason::InsufficientScope => {
+                (StatusCode::FORBIDDEN, Some(self.scope_challenge.clone()))
+            }
+            DenyReason::WrongSubject | DenyReason::ClaimMismatch | DenyReason::Forbidden => {
+                (StatusCode::FORBIDDEN, None)
+            }
+            _ => (
+                StatusCode::UNAUTHORIZED,
+                Some(HeaderValue::from_static(INVALID_TOKEN)),
+            ),
         };
         let mut d = Denial::new(status, reason);
         if let Some(c) = challenge {
@@ -303,7 +322,12 @@ impl JwtFilter {
         let c = &v.claims;
         let mut headers = Vec::with_capacity(self.claim_headers.len());
         for (claim, name) in &self.claim_headers {
-            if let Some(val) = c.raw.get(claim).and_then(claim_text).and_then(|t| HeaderValue::from_str(&t).ok()) {
+            if let Some(val) = c
+                .raw
+                .get(claim)
+                .and_then(claim_text)
+                .and_then(|t| HeaderValue::from_str(&t).ok())
+            {
                 headers.push((name.clone(), val));
             }
         }
@@ -319,36 +343,45 @@ impl JwtFilter {
     /// A cache entry counts only if this filter trusts the provider that verified it, allows its
     /// algorithm, and the key is still published.
     fn trusts(&self, v: &Verified) -> bool {
-        let Some(p) = self.providers.iter().find(|p| p.id == v.provider) else { return false };
+        let Some(p) = self.providers.iter().find(|p| p.id == v.provider) else {
+            return false;
+        };
         if !self.alg_allowed(v.alg) {
             return false;
         }
-        match (&p.keys, &v.kid) {
-            (Keys::Remote(c), Some(kid)) => c.current().map(|s| s.has_kid(kid)).unwrap_or(false),
-            _ => true,
+        match (p.keys_for(v.alg), &v.kid) {
+            (Some(Keys::Remote(c)), Some(kid)) => {
+                c.current().map(|s| s.has_kid(kid)).unwrap_or(false)
+            }
+            (Some(_), _) => true,
+            (None, _) => false,
         }
     }
 
     /// Parse and verify a token's signature with its issuer's keys.
     async fn verify(&self, token: &str) -> Result<Verified, DenyReason> {
-        let t = token::parse(token, self.max_token)?;
+        let token::Parsed { jws: t, claims } = token::parse(token, self.max_token)?;
         if !self.alg_allowed(t.alg) {
             return Err(DenyReason::UnsupportedAlgorithm);
         }
-        let p = self.providers.iter().find(|p| p.issuer == t.claims.iss).ok_or(DenyReason::WrongIssuer)?;
-        let family = family_of(t.alg);
+        let p = self
+            .providers
+            .iter()
+            .find(|p| p.issuer == claims.iss)
+            .ok_or(DenyReason::WrongIssuer)?;
         let kid = t.kid.as_deref();
-        let mut set = p.keys.current();
+        let keys = p.keys_for(t.alg).ok_or(DenyReason::UnknownKey)?;
+        let mut set = keys.current();
         let mut refetched = false;
         loop {
             let missing = match &set {
                 Some(s) if !s.is_empty() => {
                     let mut tried = 0;
-                    for k in s.candidates(kid, t.alg).filter(|k| k.family == family).take(MAX_ATTEMPTS) {
+                    for k in s.candidates(kid, t.alg).take(MAX_ATTEMPTS) {
                         tried += 1;
-                        if jsonwebtoken::crypto::verify(t.signature, t.message.as_bytes(), &k.key, t.alg).unwrap_or(false) {
+                        if signature_ok(&t, k) {
                             return Ok(Verified {
-                                claims: t.claims,
+                                claims,
                                 typ: t.typ,
                                 alg: t.alg,
                                 kid: t.kid.clone(),
@@ -366,7 +399,7 @@ impl JwtFilter {
                 }
                 _ => DenyReason::KeysUnavailable,
             };
-            match (&p.keys, refetched) {
+            match (&keys, refetched) {
                 (Keys::Remote(c), false) => {
                     c.refetch_unknown_kid().await;
                     set = c.current();
@@ -388,7 +421,9 @@ impl AuthFilter for JwtFilter {
         let token = match bearer_token(req.headers) {
             Ok(None) => return Outcome::NotApplicable,
             Ok(Some(t)) => t,
-            Err(DenyReason::MultipleCredentials) => return self.denial(DenyReason::MultipleCredentials),
+            Err(DenyReason::MultipleCredentials) => {
+                return self.denial(DenyReason::MultipleCredentials)
+            }
             Err(r) => return self.denial(r),
         };
         if token.len() > self.max_token {
@@ -427,6 +462,6 @@ impl AuthFilter for JwtFilter {
     }
 
     fn ready(&self) -> bool {
-        self.providers.iter().all(|p| p.keys.ready())
+        self.providers.iter().all(Provider::ready)
     }
 }

@@ -50,7 +50,9 @@ impl<'de> Visitor<'de> for StrictVisitor {
         Ok(Value::from(v))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        serde_json::Number::from_f64(v).map(Value::Number).ok_or_else(|| E::custom("bad number"))
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("bad number"))
     }
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
         Ok(Value::String(v.to_owned()))
@@ -84,13 +86,20 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 }
 
-/// Decode one base64url segment and parse it as a JSON object without duplicate keys.
-fn object(segment: &str) -> Result<Map<String, Value>, DenyReason> {
-    let bytes = URL_SAFE_NO_PAD.decode(segment).map_err(|_| DenyReason::Malformed)?;
-    match serde_json::from_slice::<Strict>(&bytes) {
+/// Parse JSON as an object without duplicate keys.
+fn object_bytes(bytes: &[u8]) -> Result<Map<String, Value>, DenyReason> {
+    match serde_json::from_slice::<Strict>(bytes) {
         Ok(Strict(Value::Object(m))) => Ok(m),
         _ => Err(DenyReason::Malformed),
     }
+}
+
+/// Decode one base64url segment (canonical, unpadded) and parse it as a JSON object.
+fn object(segment: &str) -> Result<Map<String, Value>, DenyReason> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| DenyReason::Malformed)?;
+    object_bytes(&bytes)
 }
 
 /// The claims the edge checks, typed, plus the whole claims object.
@@ -106,15 +115,23 @@ pub struct Claims {
     pub raw: Map<String, Value>,
 }
 
-/// A token split and parsed, its signature not yet checked.
+/// A compact JWS split, its header parsed; the signature not yet checked.
 #[derive(Debug)]
-pub struct Parsed<'a> {
+pub struct Jws<'a> {
     pub alg: Algorithm,
     pub kid: Option<String>,
     pub typ: Option<String>,
     /// `header.payload`, what the signature covers.
     pub message: &'a str,
+    /// The decoded payload.
+    pub payload: Vec<u8>,
     pub signature: &'a str,
+}
+
+/// A token split and parsed, its signature not yet checked.
+#[derive(Debug)]
+pub struct Parsed<'a> {
+    pub jws: Jws<'a>,
     pub claims: Claims,
 }
 
@@ -166,7 +183,9 @@ pub fn claims(raw: Map<String, Value>) -> Result<Claims, DenyReason> {
     let mut scopes = Vec::new();
     match raw.get("scope") {
         None => {}
-        Some(Value::String(s)) => scopes.extend(s.split(' ').filter(|x| !x.is_empty()).map(str::to_owned)),
+        Some(Value::String(s)) => {
+            scopes.extend(s.split(' ').filter(|x| !x.is_empty()).map(str::to_owned))
+        }
         Some(_) => return Err(DenyReason::Malformed),
     }
     if let Some(scp) = raw.get("scp") {
@@ -178,11 +197,20 @@ pub fn claims(raw: Map<String, Value>) -> Result<Claims, DenyReason> {
             }
         }
     }
-    Ok(Claims { iss, sub, aud, exp, nbf, iat, scopes, raw })
+    Ok(Claims {
+        iss,
+        sub,
+        aud,
+        exp,
+        nbf,
+        iat,
+        scopes,
+        raw,
+    })
 }
 
-/// Split and parse a compact JWS. `max_len` is checked before anything else.
-pub fn parse(token: &str, max_len: usize) -> Result<Parsed<'_>, DenyReason> {
+/// Split a compact JWS and parse its header. `max_len` is checked before anything else.
+pub fn split(token: &str, max_len: usize) -> Result<Jws<'_>, DenyReason> {
     if token.len() > max_len {
         return Err(DenyReason::TooLarge);
     }
@@ -192,7 +220,7 @@ pub fn parse(token: &str, max_len: usize) -> Result<Parsed<'_>, DenyReason> {
         return Err(DenyReason::Malformed);
     };
     let (h, p, s) = (&token[..d1], &token[d1 + 1..d2], &token[d2 + 1..]);
-    if h.is_empty() || p.is_empty() {
+    if h.is_empty() {
         return Err(DenyReason::Malformed);
     }
     let header = object(h)?;
@@ -205,11 +233,30 @@ pub fn parse(token: &str, max_len: usize) -> Result<Parsed<'_>, DenyReason> {
     }
     let kid = opt_string(&header, "kid")?;
     let typ = opt_string(&header, "typ")?;
-    if s.is_empty() {
+    let payload = URL_SAFE_NO_PAD
+        .decode(p)
+        .map_err(|_| DenyReason::Malformed)?;
+    if s.is_empty() || URL_SAFE_NO_PAD.decode(s).is_err() {
         return Err(DenyReason::BadSignature);
     }
-    let raw = object(p)?;
-    Ok(Parsed { alg, kid, typ, message: &token[..d2], signature: s, claims: claims(raw)? })
+    Ok(Jws {
+        alg,
+        kid,
+        typ,
+        message: &token[..d2],
+        payload,
+        signature: s,
+    })
+}
+
+/// Split and parse a compact JWS and its claims.
+pub fn parse(token: &str, max_len: usize) -> Result<Parsed<'_>, DenyReason> {
+    let jws = split(token, max_len)?;
+    let raw = object_bytes(&jws.payload)?;
+    Ok(Parsed {
+        claims: claims(raw)?,
+        jws,
+    })
 }
 
 /// What a route requires of a verified token's claims. Checked on every request, cache hit
@@ -278,7 +325,10 @@ impl Policy {
         }
         for (name, want) in &self.claims {
             let ok = match c.raw.get(name) {
-                Some(Value::Array(items)) => items.contains(want) || matches!(want, Value::Array(_)) && c.raw.get(name) == Some(want),
+                Some(Value::Array(items)) => {
+                    items.contains(want)
+                        || matches!(want, Value::Array(_)) && c.raw.get(name) == Some(want)
+                }
                 Some(v) => v == want,
                 None => false,
             };

@@ -1,0 +1,416 @@
+//! Endpoints an opaque realm serves at exact paths before routing:
+//!
+//! - token (`POST /auth`, JSON or form `username`/`password`) -> a sealed token;
+//! - revoke (`POST /auth/revoke`, the token as bearer or in the body) -> revoked until expiry;
+//! - admin (`POST /auth/admin/revoke`, admin secret header, `{"token"}` or `{"user"}`), served
+//!   only when an admin secret is configured.
+//!
+//! Bad credentials get one answer whether or not the user exists, after an Argon2 run of the
+//! same cost (a dummy hash for unknown users). Limits are checked before any Argon2 work.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use super::limits::client_key;
+use super::{now_ms, Realm};
+use crate::auth::{bearer_token, Denial, DenyReason, Endpoint, Outcome, Reply, RequestView};
+use crate::tokens::aead::Claims;
+
+/// Largest body read by these endpoints.
+pub const MAX_BODY: usize = 8 * 1024;
+const MAX_USERNAME: usize = 256;
+const MAX_PASSWORD: usize = 1024;
+
+fn json_reply(status: StatusCode, v: serde_json::Value) -> Outcome {
+    Outcome::Respond(Reply::json(status, Bytes::from(v.to_string())))
+}
+
+fn error(status: StatusCode, code: &str) -> Outcome {
+    json_reply(status, serde_json::json!({ "error": code }))
+}
+
+fn method_not_allowed() -> Outcome {
+    Outcome::Deny(
+        Denial::new(StatusCode::METHOD_NOT_ALLOWED, DenyReason::Malformed)
+            .with_header(http::header::ALLOW, HeaderValue::from_static("POST")),
+    )
+}
+
+fn too_many(wait: u64) -> Outcome {
+    let mut r = Reply::json(
+        StatusCode::TOO_MANY_REQUESTS,
+        Bytes::from_static(br#"{"error":"rate_limited"}"#),
+    );
+    r.headers
+        .push((http::header::RETRY_AFTER, HeaderValue::from(wait)));
+    Outcome::Respond(r)
+}
+
+fn bad_credentials() -> Outcome {
+    json_reply(
+        StatusCode::UNAUTHORIZED,
+        serde_json::json!({ "error": "invalid_grant", "error_description": "invalid username or password" }),
+    )
+}
+
+/// The body's media type: JSON, form, or (no Content-Type) guessed from the first byte.
+#[derive(Debug, PartialEq, Eq)]
+enum Kind {
+    Json,
+    Form,
+}
+
+fn body_kind(req: &RequestView<'_>, body: &[u8]) -> Option<Kind> {
+    match req.headers.get(http::header::CONTENT_TYPE) {
+        Some(ct) => {
+            let ct = ct.to_str().ok()?;
+            let mime = ct.split(';').next().unwrap_or("").trim();
+            if mime.eq_ignore_ascii_case("application/json") {
+                Some(Kind::Json)
+            } else if mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+                Some(Kind::Form)
+            } else {
+                None
+            }
+        }
+        None => match body.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => Some(Kind::Json),
+            Some(_) => Some(Kind::Form),
+            None => None,
+        },
+    }
+}
+
+/// Decode a form body into `(name, value)` pairs; `None` if not valid UTF-8 after decoding.
+fn form_pairs(body: &[u8]) -> Option<Vec<(String, Zeroizing<String>)>> {
+    let mut out = Vec::new();
+    for part in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+        let (k, v) = match part.iter().position(|b| *b == b'=') {
+            Some(i) => (&part[..i], &part[i + 1..]),
+            None => (part, &b""[..]),
+        };
+        let dec = |s: &[u8]| -> Option<String> {
+            let plus: Vec<u8> = s
+                .iter()
+                .map(|b| if *b == b'+' { b' ' } else { *b })
+                .collect();
+            let bytes: Vec<u8> = percent_encoding::percent_decode(&plus).collect();
+            String::from_utf8(bytes).ok()
+        };
+        out.push((dec(k)?, Zeroizing::new(dec(v)?)));
+    }
+    Some(out)
+}
+
+/// The one value of `name` in a form, `Err` if repeated.
+fn form_value(
+    pairs: &[(String, Zeroizing<String>)],
+    name: &str,
+) -> Result<Option<Zeroizing<String>>, ()> {
+    let mut found = pairs.iter().filter(|(k, _)| k == name);
+    let first = found.next().map(|(_, v)| v.clone());
+    if found.next().is_some() {
+        return Err(());
+    }
+    Ok(first)
+}
+
+#[derive(Deserialize)]
+struct LoginJson {
+    username: String,
+    password: String,
+}
+
+struct Credentials {
+    username: String,
+    password: Zeroizing<String>,
+}
+
+fn parse_login(req: &RequestView<'_>) -> Option<Credentials> {
+    let body = req.body.unwrap_or_default();
+    let creds = match body_kind(req, body)? {
+        Kind::Json => {
+            let j: LoginJson = serde_json::from_slice(body).ok()?;
+            Credentials {
+                username: j.username,
+                password: Zeroizing::new(j.password),
+            }
+        }
+        Kind::Form => {
+            let pairs = form_pairs(body)?;
+            let username = form_value(&pairs, "username").ok()??;
+            let password = form_value(&pairs, "password").ok()??;
+            Credentials {
+                username: username.to_string(),
+                password,
+            }
+        }
+    };
+    if creds.username.is_empty()
+        || creds.username.len() > MAX_USERNAME
+        || creds.password.is_empty()
+        || creds.password.len() > MAX_PASSWORD
+    {
+        return None;
+    }
+    Some(creds)
+}
+
+/// `POST token_path`: credentials -> token.
+#[derive(Debug)]
+pub struct TokenEndpoint {
+    realm: Arc<Realm>,
+}
+
+impl TokenEndpoint {
+    pub fn new(realm: Arc<Realm>) -> Self {
+        TokenEndpoint { realm }
+    }
+
+    fn issue(&self, user_id: &str) -> Outcome {
+        let now = now_ms();
+        let lifetime = i64::try_from(self.realm.lifetime.as_secs()).unwrap_or(3600);
+        let expires_at = now.div_euclid(1000).saturating_add(lifetime);
+        let claims = Claims {
+            user_id: user_id.to_string(),
+            issued_at_ms: now,
+            expires_at,
+            token_id: rand::random(),
+        };
+        let Ok(token) = self.realm.keyring.seal(&claims) else {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "server_error");
+        };
+        let expires_rfc3339 = chrono::DateTime::<chrono::Utc>::from_timestamp(expires_at, 0)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default();
+        json_reply(
+            StatusCode::OK,
+            serde_json::json!({
+                "token": token,
+                "token_type": "Bearer",
+                "expires_at": expires_rfc3339,
+                "expires_in": lifetime,
+            }),
+        )
+    }
+}
+
+#[async_trait]
+impl Endpoint for TokenEndpoint {
+    fn kind(&self) -> &'static str {
+        "opaque"
+    }
+
+    fn max_body(&self) -> usize {
+        MAX_BODY
+    }
+
+    async fn handle(&self, req: &RequestView<'_>) -> Outcome {
+        if req.method != Method::POST {
+            return method_not_allowed();
+        }
+        let realm = &self.realm;
+        // The client limit first: one address cannot fill the username table.
+        if let Err(wait) = realm.login_client_limit.check(&client_key(req.client_ip)) {
+            return too_many(wait);
+        }
+        let Some(creds) = parse_login(req) else {
+            return error(StatusCode::BAD_REQUEST, "invalid_request");
+        };
+        if let Err(wait) = realm.login_user_limit.check(&creds.username) {
+            return too_many(wait);
+        }
+        let user = realm.users.by_name.get(&creds.username).cloned();
+        let hash = match &user {
+            Some(u) => u.hash.clone(),
+            None => realm.users.dummy_hash.clone(),
+        };
+        let verified = match realm.verify(hash, creds.password).await {
+            Ok(v) => v,
+            Err(()) => return error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+        };
+        match user {
+            // Outside the user's networks looks exactly like a wrong password: no oracle.
+            Some(u) if verified && u.client_allowed(req.client_ip) => self.issue(&u.id),
+            _ => bad_credentials(),
+        }
+    }
+}
+
+/// A token from `Authorization: Bearer`, or a JSON `{"token"}` / form `token=` body.
+fn token_from(req: &RequestView<'_>) -> Result<Option<String>, ()> {
+    if let Some(t) = bearer_token(req.headers).map_err(|_| ())? {
+        return Ok(Some(t.to_string()));
+    }
+    let body = req.body.unwrap_or_default();
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(None);
+    }
+    match body_kind(req, body).ok_or(())? {
+        Kind::Json => {
+            let v: serde_json::Value = serde_json::from_slice(body).map_err(|_| ())?;
+            Ok(v.get("token").and_then(|t| t.as_str()).map(str::to_string))
+        }
+        Kind::Form => {
+            let pairs = form_pairs(body).ok_or(())?;
+            Ok(form_value(&pairs, "token")?.map(|t| t.to_string()))
+        }
+    }
+}
+
+/// `POST revoke_path`: the holder revokes a token. Like RFC 7009, a token that does not open
+/// (expired, foreign) is answered 200 with `"revoked": false`.
+#[derive(Debug)]
+pub struct RevokeEndpoint {
+    realm: Arc<Realm>,
+}
+
+impl RevokeEndpoint {
+    pub fn new(realm: Arc<Realm>) -> Self {
+        RevokeEndpoint { realm }
+    }
+}
+
+fn revoke_token(realm: &Realm, token: &str) -> Option<Outcome> {
+    let now = now_ms();
+    let claims = realm.keyring.open(token, now).ok()?;
+    if realm
+        .revocations
+        .revoke_token(claims.token_id, claims.expires_at, now.div_euclid(1000))
+    {
+        Some(json_reply(
+            StatusCode::OK,
+            serde_json::json!({ "revoked": true }),
+        ))
+    } else {
+        Some(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+        ))
+    }
+}
+
+#[async_trait]
+impl Endpoint for RevokeEndpoint {
+    fn kind(&self) -> &'static str {
+        "opaque"
+    }
+
+    fn max_body(&self) -> usize {
+        MAX_BODY
+    }
+
+    async fn handle(&self, req: &RequestView<'_>) -> Outcome {
+        if req.method != Method::POST {
+            return method_not_allowed();
+        }
+        match token_from(req) {
+            Ok(Some(t)) => revoke_token(&self.realm, &t).unwrap_or_else(|| {
+                json_reply(StatusCode::OK, serde_json::json!({ "revoked": false }))
+            }),
+            _ => error(StatusCode::BAD_REQUEST, "invalid_request"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminBody {
+    #[serde(default)]
+    token: Option<String>,
+    /// Username.
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    user_id: Option<String>,
+}
+
+/// `POST admin_path` with the admin secret header: revoke one token or every token of a user.
+#[derive(Debug)]
+pub struct AdminEndpoint {
+    realm: Arc<Realm>,
+    header: HeaderName,
+    digest: [u8; 32],
+}
+
+impl AdminEndpoint {
+    pub fn new(realm: Arc<Realm>, header: HeaderName, digest: [u8; 32]) -> Self {
+        AdminEndpoint {
+            realm,
+            header,
+            digest,
+        }
+    }
+
+    /// Exactly one non-empty header whose SHA-256 equals the secret's, compared in constant time.
+    fn authorized(&self, req: &RequestView<'_>) -> bool {
+        let mut values = req.headers.get_all(&self.header).iter();
+        let (Some(v), None) = (values.next(), values.next()) else {
+            return false;
+        };
+        if v.is_empty() {
+            return false;
+        }
+        let got: [u8; 32] = Sha256::digest(v.as_bytes()).into();
+        bool::from(got.ct_eq(&self.digest))
+    }
+}
+
+#[async_trait]
+impl Endpoint for AdminEndpoint {
+    fn kind(&self) -> &'static str {
+        "opaque"
+    }
+
+    fn max_body(&self) -> usize {
+        MAX_BODY
+    }
+
+    async fn handle(&self, req: &RequestView<'_>) -> Outcome {
+        if req.method != Method::POST {
+            return method_not_allowed();
+        }
+        let realm = &self.realm;
+        if let Err(wait) = realm.login_client_limit.check(&client_key(req.client_ip)) {
+            return too_many(wait);
+        }
+        if !self.authorized(req) {
+            return Outcome::deny(StatusCode::UNAUTHORIZED, DenyReason::BadCredentials);
+        }
+        let body: AdminBody = match serde_json::from_slice(req.body.unwrap_or_default()) {
+            Ok(b) => b,
+            Err(_) => return error(StatusCode::BAD_REQUEST, "invalid_request"),
+        };
+        match (body.token, body.user, body.user_id) {
+            (Some(t), None, None) => revoke_token(realm, &t)
+                .unwrap_or_else(|| error(StatusCode::BAD_REQUEST, "invalid_token")),
+            (None, Some(name), None) => match realm.users.by_name.get(&name) {
+                Some(u) => revoke_user(realm, &u.id),
+                None => error(StatusCode::NOT_FOUND, "unknown_user"),
+            },
+            (None, None, Some(id)) => match realm.users.by_id.get(id.as_str()) {
+                Some(u) => revoke_user(realm, &u.id),
+                None => error(StatusCode::NOT_FOUND, "unknown_user"),
+            },
+            _ => error(StatusCode::BAD_REQUEST, "invalid_request"),
+        }
+    }
+}
+
+fn revoke_user(realm: &Realm, id: &str) -> Outcome {
+    if realm.revocations.revoke_user(id, now_ms()) {
+        json_reply(
+            StatusCode::OK,
+            serde_json::json!({ "revoked": true, "user_id": id }),
+        )
+    } else {
+        error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
+    }
+}
