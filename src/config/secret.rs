@@ -3,33 +3,54 @@
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-/// Where a secret comes from. In YAML a map with exactly one of `value`, `env`, `file`:
-/// `{value: "..."}`, `{env: NAME}`, `{file: /path}`.
-#[derive(Deserialize, Clone)]
-#[serde(try_from = "SecretFields")]
+/// Where a secret comes from: a map with exactly one of `value`, `env`, `file`
+/// (`{value: "..."}`, `{env: NAME}`, `{file: /path}`), or the same as a YAML tag
+/// (`!value "..."`, `!env NAME`, `!file /path`).
+#[derive(Clone)]
 pub enum SecretSource {
     Value(String),
     Env(String),
     File(String),
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SecretFields {
-    value: Option<String>,
-    env: Option<String>,
-    file: Option<String>,
+const KINDS: &[&str] = &["value", "env", "file"];
+
+fn source(kind: &str, v: String) -> Option<SecretSource> {
+    match kind.trim_start_matches('!') {
+        "value" => Some(SecretSource::Value(v)),
+        "env" => Some(SecretSource::Env(v)),
+        "file" => Some(SecretSource::File(v)),
+        _ => None,
+    }
 }
 
-impl TryFrom<SecretFields> for SecretSource {
-    type Error = &'static str;
-    fn try_from(f: SecretFields) -> Result<Self, Self::Error> {
-        match (f.value, f.env, f.file) {
-            (Some(v), None, None) => Ok(SecretSource::Value(v)),
-            (None, Some(e), None) => Ok(SecretSource::Env(e)),
-            (None, None, Some(p)) => Ok(SecretSource::File(p)),
-            _ => Err("give exactly one of value, env or file"),
+impl<'de> Deserialize<'de> for SecretSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, VariantAccess};
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SecretSource;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("{value: ...}, {env: NAME} or {file: /path}")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<SecretSource, A::Error> {
+                let mut found = None;
+                while let Some(k) = m.next_key::<String>()? {
+                    let v: String = m.next_value()?;
+                    let s = source(&k, v).ok_or_else(|| A::Error::unknown_field(&k, KINDS))?;
+                    if found.replace(s).is_some() {
+                        return Err(A::Error::custom("give exactly one of value, env or file"));
+                    }
+                }
+                found.ok_or_else(|| A::Error::custom("give exactly one of value, env or file"))
+            }
+            fn visit_enum<A: serde::de::EnumAccess<'de>>(self, e: A) -> Result<SecretSource, A::Error> {
+                let (tag, variant): (String, _) = e.variant()?;
+                let v: String = variant.newtype_variant()?;
+                source(&tag, v).ok_or_else(|| A::Error::unknown_variant(&tag, KINDS))
+            }
         }
+        d.deserialize_any(V)
     }
 }
 
@@ -110,6 +131,12 @@ mod tests {
         assert!(matches!(s, SecretSource::Env(ref n) if n == "FOO"));
         let s: SecretSource = serde_norway::from_str("{file: /run/k}").unwrap();
         assert!(matches!(s, SecretSource::File(_)));
-        assert!(serde_norway::from_str::<SecretSource>("{env: A, file: B}").is_err());
+        let e = serde_norway::from_str::<SecretSource>("{env: A, file: B}").err().unwrap().to_string();
+        assert!(e.contains("exactly one"), "{e}");
+        assert!(serde_norway::from_str::<SecretSource>("plain").is_err());
+        let s: SecretSource = serde_norway::from_str("!value abc").unwrap();
+        assert!(matches!(s, SecretSource::Value(ref v) if v == "abc"));
+        let s: SecretSource = serde_norway::from_str("!env FOO").unwrap();
+        assert!(matches!(s, SecretSource::Env(ref n) if n == "FOO"));
     }
 }
