@@ -10,10 +10,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A port that was free a moment ago.
+/// A port that is free now and that this process has not handed out before. Ports come from
+/// 20000-32767, below Linux's ephemeral range, so they cannot collide with the local ports of
+/// outgoing connections; a per-process sequence (starting at an offset from the pid) keeps two
+/// tests of one binary from getting the same port, which matters because Pingora listens with
+/// SO_REUSEPORT and two edges would silently share it.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+    use std::sync::atomic::AtomicU32;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20000;
+    const SPAN: u32 = 12768;
+    let base = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (base + n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-32767");
 }
 
 /// A blocking HTTP client that never uses a proxy from the environment.
