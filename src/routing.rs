@@ -270,8 +270,12 @@ fn methods_overlap(a: &[Method], b: &[Method]) -> bool {
 }
 
 fn strip_port(h: &str) -> &str {
-    if h.starts_with('[') {
-        return h.split(']').next().map(|s| &h[..s.len() + 1]).unwrap_or(h);
+    if let Some(rest) = h.strip_prefix('[') {
+        // "[v6]" or "[v6]:port"; an unclosed bracket is left as it is (and matches no host).
+        return match rest.find(']') {
+            Some(i) => &h[..i + 2],
+            None => h,
+        };
     }
     match h.rfind(':') {
         Some(i) if h[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &h[..i],
@@ -340,6 +344,13 @@ mod tests {
             .unwrap_err();
         assert_eq!(e[0].0, 1);
         assert!(Router::build(&[key(None, "/api", &[Method::GET]), key(None, "/api", &[Method::POST])]).is_ok());
+    }
+
+    #[test]
+    fn host_ports_are_stripped_safely() {
+        for (h, want) in [("a.b:80", "a.b"), ("a.b", "a.b"), ("[::1]:8080", "[::1]"), ("[::1]", "[::1]"), ("[", "["), ("[:", "[:"), (":", ""), ("]:1", "]")] {
+            assert_eq!(strip_port(h), want, "{h}");
+        }
     }
 
     proptest::proptest! {

@@ -87,6 +87,12 @@ fn path_tricks_are_canonicalised_or_refused() {
         );
         assert!(resp.starts_with(&format!("HTTP/1.1 {status}")), "{raw_path}: {resp}");
     }
+    // Odd Host headers never take a worker down.
+    for host in ["[", "[:", "[::1", ":", "a:b:c", "\u{7f}"] {
+        let resp = raw(edge.port, format!("GET /public HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes());
+        assert!(resp.starts_with("HTTP/1.1 "), "Host {host:?}: {resp}");
+    }
+    assert_eq!(client().get(edge.url("/public")).send().unwrap().status(), 200);
     // The upstream receives the canonical path.
     let resp = raw(edge.port, b"GET //public/./a/../b%7e HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
