@@ -182,6 +182,8 @@ fn wrong_password_and_unknown_user_both_401_with_the_same_body() {
     let b = login_raw(&edge, r#"{"username":"nobody","password":"wrong"}"#, &[]);
     assert_eq!((a.status().as_u16(), b.status().as_u16()), (401, 401));
     assert_eq!(a.text().unwrap(), b.text().unwrap());
+    let series = "authedge_opaque_logins_total{realm=\"main\",result=\"bad_credentials\"}";
+    assert_eq!(edge.metric(series), 2.0);
     // Malformed, wrong method, oversized.
     assert_eq!(login_raw(&edge, "{\"username\":", &[]).status(), 400);
     assert_eq!(

@@ -420,6 +420,20 @@ async fn admin_endpoint() {
     assert!(realm
         .revocations
         .is_revoked(&claims.token_id, &claims.user_id, claims.issued_at_ms));
+    // A login right after (same millisecond or not) gets a token that works.
+    let (_, b, _) = login(
+        &eps,
+        r#"{"username":"alice","password":"alice-pw"}"#,
+        "127.0.0.1",
+    )
+    .await;
+    let fresh = realm
+        .keyring
+        .open(b["token"].as_str().unwrap(), now_ms())
+        .unwrap();
+    assert!(!realm
+        .revocations
+        .is_revoked(&fresh.token_id, &fresh.user_id, fresh.issued_at_ms));
 }
 
 #[tokio::test]
@@ -511,4 +525,16 @@ async fn filter_refuses_clients_outside_allowed_cidrs_and_deleted_users() {
     ));
     let dbg = format!("{f3:?}");
     assert!(!dbg.contains("$argon2id"), "{dbg}");
+}
+
+#[tokio::test]
+async fn login_metrics_are_registered() {
+    let w = warm();
+    let (_, eps) = build(&realm_yaml(""), &w).await.unwrap();
+    login(&eps, "username=alice&password=nope", "127.0.0.1").await;
+    let text = String::from_utf8(w.metrics.render()).unwrap();
+    assert!(
+        text.contains("authedge_opaque_logins_total{realm=\"main\",result=\"bad_credentials\"} 1"),
+        "{text}"
+    );
 }
