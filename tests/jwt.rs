@@ -289,6 +289,18 @@ fn key_rotation_is_picked_up_without_restart_and_reload_keeps_the_cache() {
     );
     let es = op.token("es-client", "read", API);
     assert_eq!(status(&edge, "/api/r", &es), 200);
+
+    // Retiring keys: rotate again and unpublish the older ones. Once the edge refetches (the
+    // newest kid is unknown to it), tokens of the retired keys stop working, cached or not.
+    op.admin("rotate", json!({}));
+    op.admin("drop-old", json!({}));
+    let newest = op.token("rs-client", "read", API);
+    wait_for(
+        || status(&edge, "/api/r", &newest) == 200,
+        "the newest key to be accepted",
+    );
+    assert_eq!(status(&edge, "/api/r", &old), 401, "retired key");
+    assert_eq!(status(&edge, "/api/r", &new), 401, "retired key");
 }
 
 #[test]
