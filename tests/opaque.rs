@@ -41,7 +41,7 @@ fn render(c: &Cfg<'_>) -> String {
     let keys: String = c
         .keys
         .iter()
-        .map(|(id, s)| format!("      - {{ id: {id}, secret: !value \"{s}\" }}\n"))
+        .map(|(id, s)| format!("      - {{ id: {id}, secret: {{ value: \"{s}\" }} }}\n"))
         .collect();
     let mut y = String::new();
     y.push_str(
@@ -299,7 +299,7 @@ fn forged_x_forwarded_for_does_not_escape_the_client_limit() {
 #[test]
 fn revoke_works_and_survives_reload() {
     let up = EchoUpstream::start();
-    let extra = format!("{GENEROUS}    admin_secret: !value \"admin-secret-0123456789\"\n");
+    let extra = format!("{GENEROUS}    admin_secret: {{ value: \"admin-secret-0123456789\" }}\n");
     let cfg = render(&Cfg {
         up: up.port,
         users: two_users(),

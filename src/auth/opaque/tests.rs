@@ -18,7 +18,7 @@ fn cheap_hash(pw: &str) -> String {
 
 fn realm_yaml(extra: &str) -> String {
     format!(
-        "allow_weak_hashes: true\nkeys: [{{id: k1, secret: !value {SECRET}}}]\nusers:\n  - {{id: u1, username: alice, password_hash: '{}', roles: [admin]}}\n  - {{id: u2, username: bob, password_hash: '{}', allowed_cidrs: [10.0.0.0/8]}}\n{extra}",
+        "allow_weak_hashes: true\nkeys: [{{id: k1, secret: {{value: {SECRET}}}}}]\nusers:\n  - {{id: u1, username: alice, password_hash: '{}', roles: [admin]}}\n  - {{id: u2, username: bob, password_hash: '{}', allowed_cidrs: [10.0.0.0/8]}}\n{extra}",
         cheap_hash("alice-pw"),
         cheap_hash("bob-pw")
     )
@@ -447,7 +447,7 @@ async fn plaintext_rewrite_and_users_file() {
     .unwrap();
     let main = dir.path().join("config.yaml");
     let yaml = format!(
-        "keys: [{{id: k1, secret: !value {SECRET}}}]\nusers_file: users.yaml\nallow_plaintext: true\nrewrite_plaintext: true\n"
+        "keys: [{{id: k1, secret: {{value: {SECRET}}}}}]\nusers_file: users.yaml\nallow_plaintext: true\nrewrite_plaintext: true\n"
     );
     let cfg: OpaqueRealmConfig = serde_norway::from_str(&yaml).unwrap();
     // Dry run (check): no rewrite.
@@ -472,7 +472,7 @@ async fn plaintext_rewrite_and_users_file() {
     assert!(!text.contains("carol-pw"));
     assert!(realm.users.by_name.contains_key("carol"));
     let strict: OpaqueRealmConfig = serde_norway::from_str(&format!(
-        "keys: [{{id: k1, secret: !value {SECRET}}}]\nusers_file: {}\n",
+        "keys: [{{id: k1, secret: {{value: {SECRET}}}}}]\nusers_file: {}\n",
         users.display()
     ))
     .unwrap();
