@@ -56,7 +56,7 @@ fn filter(c: &mut Criterion) {
         ));
     }
     let yaml = format!(
-        "allow_weak_hashes: true\nkeys: [{{id: k1, secret: !value {}}}]\n\
+        "allow_weak_hashes: true\nkeys: [{{id: k1, secret: {{value: {}}}}}]\n\
          rate_limit: {{requests_per_second: 1000000, burst: 1000000}}\nusers:\n{users}",
         std::str::from_utf8(SECRET).unwrap_or_default()
     );

@@ -41,7 +41,7 @@ fn render(c: &Cfg<'_>) -> String {
     let keys: String = c
         .keys
         .iter()
-        .map(|(id, s)| format!("      - {{ id: {id}, secret: !value \"{s}\" }}\n"))
+        .map(|(id, s)| format!("      - {{ id: {id}, secret: {{ value: \"{s}\" }} }}\n"))
         .collect();
     let mut y = String::new();
     y.push_str(
@@ -182,6 +182,8 @@ fn wrong_password_and_unknown_user_both_401_with_the_same_body() {
     let b = login_raw(&edge, r#"{"username":"nobody","password":"wrong"}"#, &[]);
     assert_eq!((a.status().as_u16(), b.status().as_u16()), (401, 401));
     assert_eq!(a.text().unwrap(), b.text().unwrap());
+    let series = "authedge_opaque_logins_total{realm=\"main\",result=\"bad_credentials\"}";
+    assert_eq!(edge.metric(series), 2.0);
     // Malformed, wrong method, oversized.
     assert_eq!(login_raw(&edge, "{\"username\":", &[]).status(), 400);
     assert_eq!(
@@ -297,7 +299,7 @@ fn forged_x_forwarded_for_does_not_escape_the_client_limit() {
 #[test]
 fn revoke_works_and_survives_reload() {
     let up = EchoUpstream::start();
-    let extra = format!("{GENEROUS}    admin_secret: !value \"admin-secret-0123456789\"\n");
+    let extra = format!("{GENEROUS}    admin_secret: {{ value: \"admin-secret-0123456789\" }}\n");
     let cfg = render(&Cfg {
         up: up.port,
         users: two_users(),

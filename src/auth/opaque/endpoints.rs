@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use super::limits::client_key;
+use super::limits::{client_key, inc};
 use super::{now_ms, Realm};
 use crate::auth::{bearer_token, Denial, DenyReason, Endpoint, Outcome, Reply, RequestView};
 use crate::tokens::aead::Claims;
@@ -175,7 +175,11 @@ impl TokenEndpoint {
     }
 
     fn issue(&self, user_id: &str) -> Outcome {
-        let now = now_ms();
+        // Issued strictly after any revoke-all of this user, even within the same millisecond.
+        let now = match self.realm.revocations.user_cutoff(user_id) {
+            Some(cutoff) => now_ms().max(cutoff.saturating_add(1)),
+            None => now_ms(),
+        };
         let lifetime = i64::try_from(self.realm.lifetime.as_secs()).unwrap_or(3600);
         let expires_at = now.div_euclid(1000).saturating_add(lifetime);
         let claims = Claims {
@@ -217,14 +221,18 @@ impl Endpoint for TokenEndpoint {
             return method_not_allowed();
         }
         let realm = &self.realm;
+        let m = &realm.logins;
         // The client limit first: one address cannot fill the username table.
         if let Err(wait) = realm.login_client_limit.check(&client_key(req.client_ip)) {
+            inc(&m.rate_limited);
             return too_many(wait);
         }
         let Some(creds) = parse_login(req) else {
+            inc(&m.malformed);
             return error(StatusCode::BAD_REQUEST, "invalid_request");
         };
         if let Err(wait) = realm.login_user_limit.check(&creds.username) {
+            inc(&m.rate_limited);
             return too_many(wait);
         }
         let user = realm.users.by_name.get(&creds.username).cloned();
@@ -238,8 +246,14 @@ impl Endpoint for TokenEndpoint {
         };
         match user {
             // Outside the user's networks looks exactly like a wrong password: no oracle.
-            Some(u) if verified && u.client_allowed(req.client_ip) => self.issue(&u.id),
-            _ => bad_credentials(),
+            Some(u) if verified && u.client_allowed(req.client_ip) => {
+                inc(&m.success);
+                self.issue(&u.id)
+            }
+            _ => {
+                inc(&m.bad_credentials);
+                bad_credentials()
+            }
         }
     }
 }

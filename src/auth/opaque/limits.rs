@@ -119,6 +119,49 @@ pub fn client_key(ip: Option<IpAddr>) -> IpAddr {
     }
 }
 
+/// `authedge_opaque_logins_total{realm, result}` counters of one realm (labels bounded: realm
+/// names come from config, results from a fixed list). `None` only if the counter could not be
+/// created, which constant names and labels rule out.
+#[derive(Debug, Clone, Default)]
+pub struct LoginCounters {
+    pub success: Option<prometheus::IntCounter>,
+    pub bad_credentials: Option<prometheus::IntCounter>,
+    pub rate_limited: Option<prometheus::IntCounter>,
+    pub malformed: Option<prometheus::IntCounter>,
+}
+
+/// Count one event.
+pub fn inc(c: &Option<prometheus::IntCounter>) {
+    if let Some(c) = c {
+        c.inc();
+    }
+}
+
+impl LoginCounters {
+    /// The realm's counters, registered once in the edge's registry (shared across reloads).
+    pub fn new(warm: &Warm, realm: &str) -> LoginCounters {
+        let vec = warm.shared("opaque:metrics:logins", || {
+            let opts = prometheus::Opts::new(
+                "authedge_opaque_logins_total",
+                "Token endpoint logins by realm and result",
+            );
+            let v = prometheus::IntCounterVec::new(opts, &["realm", "result"]).ok()?;
+            warm.metrics.registry.register(Box::new(v.clone())).ok()?;
+            Some(v)
+        });
+        let Some(v) = vec.as_ref() else {
+            return LoginCounters::default();
+        };
+        let counter = |result: &str| Some(v.with_label_values(&[realm, result]));
+        LoginCounters {
+            success: counter("success"),
+            bad_credentials: counter("bad_credentials"),
+            rate_limited: counter("rate_limited"),
+            malformed: counter("malformed"),
+        }
+    }
+}
+
 /// Most revocation entries kept; beyond it (after dropping expired ones) revocation fails with
 /// 503 rather than forgetting older entries.
 const MAX_REVOCATIONS: usize = 1_000_000;
@@ -183,6 +226,18 @@ impl Revocations {
             return true;
         }
         matches!(sets.users.get(user_id), Some((cutoff, _)) if issued_at_ms <= *cutoff)
+    }
+
+    /// The revoke-all cutoff of a user (tokens issued at or before it, in ms, are revoked).
+    pub fn user_cutoff(&self, user_id: &str) -> Option<i64> {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let sets = match self.sets.read() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        sets.users.get(user_id).map(|(cutoff, _)| *cutoff)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, RevokedSets> {

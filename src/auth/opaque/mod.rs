@@ -62,6 +62,8 @@ pub struct Realm {
     pub(crate) challenge: HeaderValue,
     /// `Bearer realm="<name>", error="invalid_token"`.
     pub(crate) invalid_token: HeaderValue,
+    /// Token endpoint outcomes for metrics.
+    pub(crate) logins: limits::LoginCounters,
     /// Tokens that already opened (skips the AEAD for repeat requests).
     pub(crate) opened: cache::OpenCache,
     /// Bounds concurrent Argon2 computations (memory and CPU).
@@ -428,6 +430,7 @@ pub async fn build_realm(
         challenge,
         invalid_token,
         opened: cache::OpenCache::new(OPEN_CACHE_TOKENS),
+        logins: limits::LoginCounters::new(warm, name),
         argon_gate: argon_gate(warm),
     });
     let mut eps: RealmEndpoints = vec![

@@ -18,7 +18,7 @@ fn cheap_hash(pw: &str) -> String {
 
 fn realm_yaml(extra: &str) -> String {
     format!(
-        "allow_weak_hashes: true\nkeys: [{{id: k1, secret: !value {SECRET}}}]\nusers:\n  - {{id: u1, username: alice, password_hash: '{}', roles: [admin]}}\n  - {{id: u2, username: bob, password_hash: '{}', allowed_cidrs: [10.0.0.0/8]}}\n{extra}",
+        "allow_weak_hashes: true\nkeys: [{{id: k1, secret: {{value: {SECRET}}}}}]\nusers:\n  - {{id: u1, username: alice, password_hash: '{}', roles: [admin]}}\n  - {{id: u2, username: bob, password_hash: '{}', allowed_cidrs: [10.0.0.0/8]}}\n{extra}",
         cheap_hash("alice-pw"),
         cheap_hash("bob-pw")
     )
@@ -420,6 +420,20 @@ async fn admin_endpoint() {
     assert!(realm
         .revocations
         .is_revoked(&claims.token_id, &claims.user_id, claims.issued_at_ms));
+    // A login right after (same millisecond or not) gets a token that works.
+    let (_, b, _) = login(
+        &eps,
+        r#"{"username":"alice","password":"alice-pw"}"#,
+        "127.0.0.1",
+    )
+    .await;
+    let fresh = realm
+        .keyring
+        .open(b["token"].as_str().unwrap(), now_ms())
+        .unwrap();
+    assert!(!realm
+        .revocations
+        .is_revoked(&fresh.token_id, &fresh.user_id, fresh.issued_at_ms));
 }
 
 #[tokio::test]
@@ -433,7 +447,7 @@ async fn plaintext_rewrite_and_users_file() {
     .unwrap();
     let main = dir.path().join("config.yaml");
     let yaml = format!(
-        "keys: [{{id: k1, secret: !value {SECRET}}}]\nusers_file: users.yaml\nallow_plaintext: true\nrewrite_plaintext: true\n"
+        "keys: [{{id: k1, secret: {{value: {SECRET}}}}}]\nusers_file: users.yaml\nallow_plaintext: true\nrewrite_plaintext: true\n"
     );
     let cfg: OpaqueRealmConfig = serde_norway::from_str(&yaml).unwrap();
     // Dry run (check): no rewrite.
@@ -458,7 +472,7 @@ async fn plaintext_rewrite_and_users_file() {
     assert!(!text.contains("carol-pw"));
     assert!(realm.users.by_name.contains_key("carol"));
     let strict: OpaqueRealmConfig = serde_norway::from_str(&format!(
-        "keys: [{{id: k1, secret: !value {SECRET}}}]\nusers_file: {}\n",
+        "keys: [{{id: k1, secret: {{value: {SECRET}}}}}]\nusers_file: {}\n",
         users.display()
     ))
     .unwrap();
@@ -511,4 +525,16 @@ async fn filter_refuses_clients_outside_allowed_cidrs_and_deleted_users() {
     ));
     let dbg = format!("{f3:?}");
     assert!(!dbg.contains("$argon2id"), "{dbg}");
+}
+
+#[tokio::test]
+async fn login_metrics_are_registered() {
+    let w = warm();
+    let (_, eps) = build(&realm_yaml(""), &w).await.unwrap();
+    login(&eps, "username=alice&password=nope", "127.0.0.1").await;
+    let text = String::from_utf8(w.metrics.render()).unwrap();
+    assert!(
+        text.contains("authedge_opaque_logins_total{realm=\"main\",result=\"bad_credentials\"} 1"),
+        "{text}"
+    );
 }

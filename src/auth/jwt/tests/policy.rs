@@ -1,0 +1,143 @@
+//! The claims policy (time, audience, scopes, subject, required claims, typ, lifetime) and the
+//! verified-token cache, which skips the signature but never the policy.
+
+use super::*;
+
+#[tokio::test]
+async fn policy_time_audience_scope_subject_claims() {
+    let f = filter("audience: [api, other]\nscopes: [read]\nleeway: 10s\n").await;
+    let mut c = claims();
+    c["exp"] = json!(now() - 11);
+    denied(&outcome(&f, &rs256(&c)).await, 401, DenyReason::Expired);
+    c["exp"] = json!(now() - 5);
+    allowed(&outcome(&f, &rs256(&c)).await);
+    let mut c = claims();
+    c["nbf"] = json!(now() + 30);
+    denied(&outcome(&f, &rs256(&c)).await, 401, DenyReason::NotYetValid);
+    let mut c = claims();
+    c["iat"] = json!(now() + 30);
+    denied(&outcome(&f, &rs256(&c)).await, 401, DenyReason::NotYetValid);
+    let mut c = claims();
+    c["aud"] = json!(["x", "other"]);
+    allowed(&outcome(&f, &rs256(&c)).await);
+    for aud in [json!("x"), json!([]), json!(""), json!(["API"])] {
+        c["aud"] = aud;
+        denied(
+            &outcome(&f, &rs256(&c)).await,
+            401,
+            DenyReason::WrongAudience,
+        );
+    }
+    c.as_object_mut().unwrap().remove("aud");
+    denied(
+        &outcome(&f, &rs256(&c)).await,
+        401,
+        DenyReason::WrongAudience,
+    );
+    let mut c = claims();
+    c["scope"] = json!("write");
+    let o = outcome(&f, &rs256(&c)).await;
+    denied(&o, 403, DenyReason::InsufficientScope);
+    if let Outcome::Deny(d) = &o {
+        let www = &d
+            .headers
+            .iter()
+            .find(|(n, _)| n == http::header::WWW_AUTHENTICATE)
+            .unwrap()
+            .1;
+        assert!(www
+            .to_str()
+            .unwrap()
+            .contains(r#"error="insufficient_scope""#));
+    }
+    let mut c = claims();
+    c.as_object_mut().unwrap().remove("scope");
+    c["scp"] = json!(["read"]);
+    allowed(&outcome(&f, &rs256(&c)).await);
+    let mut c = claims();
+    c["iss"] = json!("https://evil.test");
+    denied(&outcome(&f, &rs256(&c)).await, 401, DenyReason::WrongIssuer);
+    c["iss"] = json!(format!("{ISS}/"));
+    denied(&outcome(&f, &rs256(&c)).await, 401, DenyReason::WrongIssuer);
+
+    let g =
+        filter("subject: svc\nclaims: {tenant: acme, groups: b}\ntyp: application/at+jwt\nmax_lifetime: 10m\n").await;
+    allowed(&outcome(&g, &rs256(&claims())).await);
+    let mut c = claims();
+    c["sub"] = json!("other");
+    denied(
+        &outcome(&g, &rs256(&c)).await,
+        403,
+        DenyReason::WrongSubject,
+    );
+    let mut c = claims();
+    c["tenant"] = json!("evil");
+    denied(
+        &outcome(&g, &rs256(&c)).await,
+        403,
+        DenyReason::ClaimMismatch,
+    );
+    let mut c = claims();
+    c["groups"] = json!(["a"]);
+    denied(
+        &outcome(&g, &rs256(&c)).await,
+        403,
+        DenyReason::ClaimMismatch,
+    );
+    let plain = sign_raw(
+        r#"{"alg":"RS256","typ":"JWT"}"#,
+        &claims().to_string(),
+        &rsa(),
+        Algorithm::RS256,
+    );
+    denied(&outcome(&g, &plain).await, 401, DenyReason::WrongType);
+    let mut c = claims();
+    c["exp"] = json!(now() + 3600);
+    denied(
+        &outcome(&g, &rs256(&c)).await,
+        401,
+        DenyReason::TooLongLived,
+    );
+    c.as_object_mut().unwrap().remove("iat");
+    c["exp"] = json!(now() + 60);
+    denied(
+        &outcome(&g, &rs256(&c)).await,
+        401,
+        DenyReason::TooLongLived,
+    );
+}
+
+#[tokio::test]
+async fn verified_cache_skips_signature_but_not_policy() {
+    let f = filter("scopes: [admin]\n").await;
+    let t = rs256(&claims());
+    denied(&outcome(&f, &t).await, 403, DenyReason::InsufficientScope);
+    // Second time: served from the cache, and the policy still applies.
+    denied(&outcome(&f, &t).await, 403, DenyReason::InsufficientScope);
+    let open = filter("").await;
+    allowed(&outcome(&open, &t).await);
+    allowed(&outcome(&open, &t).await);
+    let c = crate::auth::jwt::cache::VerifiedCache::new(32);
+    let v = Arc::new(crate::auth::jwt::cache::Verified {
+        claims: token::claims(claims().as_object().unwrap().clone()).unwrap(),
+        typ: None,
+        alg: Algorithm::RS256,
+        kid: None,
+        provider: "p".into(),
+    });
+    let k = crate::auth::jwt::cache::key(&t);
+    c.put(k, v.clone(), now());
+    assert!(c.get(&k, now(), 0).is_some());
+    assert!(
+        c.get(&k, now() + 10_000, 0).is_none(),
+        "expired entries are not served"
+    );
+    for i in 0..1000 {
+        c.put(
+            crate::auth::jwt::cache::key(&format!("t{i}")),
+            v.clone(),
+            now(),
+        );
+    }
+    assert!(c.len() <= 32, "bounded: {}", c.len());
+}

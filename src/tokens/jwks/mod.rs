@@ -1,0 +1,385 @@
+//! JWKS: turning JSON Web Keys into verification keys, and the per-provider key cache that the
+//! `jwt` mode verifies against.
+//!
+//! The cache ([`JwksCache`]) holds the last good key set in an `ArcSwapOption` (a request only
+//! loads a pointer). It is fetched when config loads, refreshed in the background on the control
+//! runtime every `refresh` interval (sooner when the JWKS `Cache-Control: max-age` says so), and
+//! refetched when a token names an unknown `kid` — single-flight and at most once per cooldown, so
+//! a flood of random kids never becomes a flood of fetches. A failed fetch keeps the last good
+//! keys. Every fetch runs on the control runtime (Pingora's workers are other runtimes, and the
+//! HTTP client's connections belong to the runtime that made them).
+//!
+//! Keys that are refused when a JWKS is read: `use` other than `sig`, `key_ops` without
+//! `verify`, RSA moduli under 2048 bits, symmetric (`oct`) keys, unknown `kty`/`crv`/`alg`, and
+//! `alg: none`.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use jsonwebtoken::Algorithm;
+use prometheus::IntCounter;
+use serde_json::Value;
+
+mod keys;
+#[cfg(test)]
+mod tests;
+
+pub use self::keys::{
+    family_of, parse_alg, parse_jwk, parse_jwks, rsa_key, KeySet, VerifyKey, MIN_RSA_BITS,
+};
+
+/// Largest JWKS or discovery document read.
+pub const MAX_DOCUMENT: usize = 512 * 1024;
+/// Smallest gap between fetches while no keys are held.
+const NO_KEYS_GAP: Duration = Duration::from_secs(1);
+/// Deadline of one fetch (discovery + JWKS).
+const FETCH_DEADLINE: Duration = Duration::from_secs(8);
+
+/// Where a remote key set comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// `<issuer>/.well-known/openid-configuration`, whose `issuer` must equal this one.
+    Discovery {
+        issuer: String,
+    },
+    Uri(String),
+}
+
+/// Settings of one remote key cache.
+#[derive(Debug, Clone)]
+pub struct JwksSettings {
+    pub source: JwksSource,
+    /// Metric label (the issuer: from config, bounded).
+    pub label: String,
+    pub refresh: Duration,
+    pub cooldown: Duration,
+    pub allow_http: bool,
+    /// Algorithms an RSA key without `alg` may verify.
+    pub rsa_default: Vec<Algorithm>,
+}
+
+impl JwksSettings {
+    /// The key under which `Warm` shares this cache across reloads: everything that changes
+    /// what is fetched or how.
+    pub fn share_key(&self) -> String {
+        format!(
+            "jwks|{:?}|{:?}|{:?}|{}|{:?}",
+            self.source, self.refresh, self.cooldown, self.allow_http, self.rsa_default
+        )
+    }
+}
+
+/// Whether a URL may be fetched: https, or http to a loopback host (or when allowed).
+pub fn url_allowed(url: &str, allow_http: bool) -> Result<(), String> {
+    let u = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match u.scheme() {
+        "https" => Ok(()),
+        "http" if allow_http => Ok(()),
+        "http" => {
+            let host = u
+                .host_str()
+                .unwrap_or("")
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let loopback = host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .map(|ip| ip.is_loopback())
+                    .unwrap_or(false);
+            if loopback {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{url:?} is plain http to a non-loopback host (set allow_http: true to permit)"
+                ))
+            }
+        }
+        s => Err(format!("{url:?}: scheme {s:?} is not http(s)")),
+    }
+}
+
+/// A remote provider's key cache. Shared across reloads through `Warm::shared`.
+pub struct JwksCache {
+    settings: JwksSettings,
+    keys: ArcSwapOption<KeySet>,
+    http: reqwest::Client,
+    control: tokio::runtime::Handle,
+    ok: IntCounter,
+    err: IntCounter,
+    /// Single-flight gate; holds the time of the last fetch attempt.
+    gate: tokio::sync::Mutex<Option<Instant>>,
+    /// The jwks_uri found by discovery (cleared when a fetch from it fails).
+    discovered: Mutex<Option<String>>,
+    /// Delay until the next background refresh.
+    next: Mutex<Duration>,
+    refresher: AtomicBool,
+    /// Failed fetches in a row (for the backoff while no keys are held).
+    failures: AtomicU32,
+}
+
+impl std::fmt::Debug for JwksCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksCache")
+            .field("source", &self.settings.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwksCache {
+    pub fn new(settings: JwksSettings, warm: &crate::snapshot::Warm) -> JwksCache {
+        let m = &warm.metrics.jwks_fetches;
+        JwksCache {
+            ok: m.with_label_values(&[&settings.label, "ok"]),
+            err: m.with_label_values(&[&settings.label, "error"]),
+            next: Mutex::new(settings.refresh),
+            settings,
+            keys: ArcSwapOption::empty(),
+            http: warm.http.clone(),
+            control: warm.control.clone(),
+            gate: tokio::sync::Mutex::new(None),
+            discovered: Mutex::new(None),
+            refresher: AtomicBool::new(false),
+            failures: AtomicU32::new(0),
+        }
+    }
+
+    /// The last good key set, if any fetch ever succeeded.
+    pub fn current(&self) -> Option<Arc<KeySet>> {
+        self.keys.load_full()
+    }
+
+    pub fn has_keys(&self) -> bool {
+        self.keys
+            .load()
+            .as_ref()
+            .map(|k| !k.is_empty())
+            .unwrap_or(false)
+    }
+
+    pub fn settings(&self) -> &JwksSettings {
+        &self.settings
+    }
+
+    /// Fetch when no keys are held yet (config load). Never fails: without keys the filter is
+    /// not ready and requests get 503 until a later fetch succeeds.
+    pub async fn prime(self: &Arc<Self>) {
+        if !self.has_keys() {
+            // Filters sharing this cache in one load fetch once.
+            self.refetch(NO_KEYS_GAP).await;
+        }
+    }
+
+    /// Start the background refresher once per cache. It stops when the cache is dropped and
+    /// idles while no filter uses the cache.
+    pub fn start_refresher(self: &Arc<Self>) {
+        if self.refresher.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        self.control.spawn(async move {
+            loop {
+                let delay = match weak.upgrade() {
+                    Some(c) => c.next.lock().map(|d| *d).unwrap_or(c.settings.refresh),
+                    None => return,
+                };
+                tokio::time::sleep(delay).await;
+                let Some(c) = weak.upgrade() else { return };
+                // Only the `Warm` store and this task hold it: no live filter uses it.
+                if Arc::strong_count(&c) <= 2 {
+                    continue;
+                }
+                c.refetch(delay.min(c.settings.cooldown)).await;
+            }
+        });
+    }
+
+    /// A token named a kid this set lacks (or no keys are held): refetch, single-flight, unless
+    /// a fetch was attempted within the cooldown. Returns once no fetch is in flight; the caller
+    /// then looks at [`current`](Self::current) again.
+    pub async fn refetch_unknown_kid(self: &Arc<Self>) {
+        // Without any keys every request fails anyway: retry sooner (still at most once a second).
+        let gap = if self.has_keys() {
+            self.settings.cooldown
+        } else {
+            self.settings.cooldown.min(NO_KEYS_GAP)
+        };
+        self.refetch(gap).await;
+    }
+
+    async fn refetch(self: &Arc<Self>, min_gap: Duration) {
+        let mut last = self.gate.lock().await;
+        if let Some(t) = *last {
+            if !min_gap.is_zero() && t.elapsed() < min_gap {
+                return;
+            }
+        }
+        *last = Some(Instant::now());
+        let me = self.clone();
+        // Run on the control runtime and wait for it there; if this caller goes away the fetch
+        // still completes and stores its result.
+        let job = self.control.spawn(async move {
+            match tokio::time::timeout(FETCH_DEADLINE, me.fetch()).await {
+                Ok(r) => r,
+                Err(_) => Err("fetch timed out".to_string()),
+            }
+        });
+        let result = job
+            .await
+            .unwrap_or_else(|e| Err(format!("fetch task failed: {e}")));
+        let delay = match result {
+            Ok((set, max_age)) => {
+                self.ok.inc();
+                self.failures.store(0, Ordering::Relaxed);
+                tracing::debug!(provider = %self.settings.label, keys = set.len(), "JWKS fetched");
+                self.keys.store(Some(Arc::new(set)));
+                let floor = self.settings.cooldown.max(Duration::from_secs(1));
+                match max_age {
+                    Some(age) => self.settings.refresh.min(age.max(floor)),
+                    None => self.settings.refresh,
+                }
+            }
+            Err(e) => {
+                self.err.inc();
+                let n = self.failures.fetch_add(1, Ordering::Relaxed).min(16);
+                tracing::warn!(
+                    provider = %self.settings.label,
+                    error = %e,
+                    "JWKS fetch failed; keeping the last good keys"
+                );
+                let cap = self
+                    .settings
+                    .refresh
+                    .min(self.settings.cooldown.max(Duration::from_secs(1)));
+                if self.has_keys() {
+                    cap
+                } else {
+                    // No keys yet: back off 1 s, 2 s, 4 s ... up to the cooldown.
+                    cap.min(Duration::from_secs(1u64 << n))
+                }
+            }
+        };
+        if let Ok(mut n) = self.next.lock() {
+            *n = delay;
+        }
+    }
+
+    /// One fetch: discovery when configured (the jwks_uri is remembered), then the JWKS.
+    async fn fetch(&self) -> Result<(KeySet, Option<Duration>), String> {
+        let uri = match &self.settings.source {
+            JwksSource::Uri(u) => u.clone(),
+            JwksSource::Discovery { issuer } => {
+                let known = self.discovered.lock().ok().and_then(|d| d.clone());
+                match known {
+                    Some(u) => u,
+                    None => {
+                        let u = self.discover(issuer).await?;
+                        if let Ok(mut d) = self.discovered.lock() {
+                            *d = Some(u.clone());
+                        }
+                        u
+                    }
+                }
+            }
+        };
+        let result = self.fetch_jwks(&uri).await;
+        if result.is_err() {
+            if let Ok(mut d) = self.discovered.lock() {
+                *d = None;
+            }
+        }
+        result
+    }
+
+    async fn discover(&self, issuer: &str) -> Result<String, String> {
+        let url = format!("{issuer}/.well-known/openid-configuration");
+        let (body, _) = get_bounded(&self.http, &url).await?;
+        let doc: Value = serde_json::from_slice(&body)
+            .map_err(|e| format!("discovery document is not JSON: {e}"))?;
+        match doc.get("issuer").and_then(Value::as_str) {
+            Some(i) if i == issuer => {}
+            Some(i) => return Err(format!("discovery names issuer {i:?}, expected {issuer:?}")),
+            None => return Err("discovery document has no issuer".into()),
+        }
+        let jwks = doc
+            .get("jwks_uri")
+            .and_then(Value::as_str)
+            .ok_or("discovery document has no jwks_uri")?;
+        url_allowed(jwks, self.settings.allow_http)?;
+        Ok(jwks.to_string())
+    }
+
+    async fn fetch_jwks(&self, uri: &str) -> Result<(KeySet, Option<Duration>), String> {
+        let (body, max_age) = get_bounded(&self.http, uri).await?;
+        let (set, skipped) = parse_jwks(&body, &self.settings.rsa_default)?;
+        if skipped > 0 {
+            tracing::debug!(provider = %self.settings.label, skipped, "JWKS keys skipped");
+        }
+        if set.is_empty() {
+            return Err("JWKS holds no usable signature key".into());
+        }
+        Ok((set, max_age))
+    }
+}
+
+/// GET a JSON document of at most [`MAX_DOCUMENT`] bytes; returns it with its `max-age`.
+async fn get_bounded(
+    http: &reqwest::Client,
+    url: &str,
+) -> Result<(Vec<u8>, Option<Duration>), String> {
+    let mut resp = http
+        .get(url)
+        .header(http::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("GET {url}: status {}", resp.status()));
+    }
+    if resp
+        .content_length()
+        .map(|l| l as usize > MAX_DOCUMENT)
+        .unwrap_or(false)
+    {
+        return Err(format!(
+            "GET {url}: document larger than {MAX_DOCUMENT} bytes"
+        ));
+    }
+    let max_age = resp
+        .headers()
+        .get(http::header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(max_age);
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("GET {url}: {e}"))? {
+        if body.len() + chunk.len() > MAX_DOCUMENT {
+            return Err(format!(
+                "GET {url}: document larger than {MAX_DOCUMENT} bytes"
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, max_age))
+}
+
+/// `max-age` of a `Cache-Control` value (`no-store`/`no-cache` count as 0).
+pub fn max_age(cc: &str) -> Option<Duration> {
+    for part in cc.split(',') {
+        let part = part.trim();
+        if part.eq_ignore_ascii_case("no-store") || part.eq_ignore_ascii_case("no-cache") {
+            return Some(Duration::ZERO);
+        }
+        if let Some((k, v)) = part.split_once('=') {
+            if k.trim().eq_ignore_ascii_case("max-age") {
+                return v
+                    .trim()
+                    .trim_matches('"')
+                    .parse::<u64>()
+                    .ok()
+                    .map(Duration::from_secs);
+            }
+        }
+    }
+    None
+}
