@@ -437,12 +437,31 @@ fn users_file_with_plaintext_is_rewritten_with_hashes() {
     )
     .unwrap();
     let extra = format!("{GENEROUS}    users_file: \"{}\"\n    allow_plaintext: true\n    rewrite_plaintext: true\n", file.display());
-    let edge = Edge::start(&render(&Cfg {
+    let cfg = render(&Cfg {
         up: up.port,
         users: two_users(),
         keys: &[("k1", K1)],
         realm_extra: &extra,
-    }));
+    });
+    // `check` runs the same load path but never rewrites files.
+    let checked = dir.path().join("config.yaml");
+    std::fs::write(&checked, common::render(&cfg, 1, 2, dir.path())).unwrap();
+    let out = Command::new(common::bin())
+        .arg("check")
+        .arg("--config")
+        .arg(&checked)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .contains("password: dana-pw # initial"));
+
+    let edge = Edge::start(&cfg);
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.starts_with("# ops team\n"), "{text}");
     assert!(
