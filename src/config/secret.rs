@@ -126,6 +126,21 @@ mod tests {
     }
 
     #[test]
+    fn inside_a_type_tagged_list_only_the_map_form_works() {
+        // Filters are `type`-tagged (serde buffers them), where YAML tags cannot pass.
+        #[derive(Deserialize, Debug)]
+        #[serde(tag = "type")]
+        enum F {
+            #[serde(rename = "x")]
+            X { secret: SecretSource },
+        }
+        let f: Vec<F> = serde_norway::from_str("- {type: x, secret: {env: K}}").unwrap();
+        assert!(matches!(&f[0], F::X { secret: SecretSource::Env(k) } if k == "K"));
+        assert!(serde_norway::from_str::<Vec<F>>("- {type: x, secret: {value: a, file: b}}").is_err());
+        assert!(serde_norway::from_str::<Vec<F>>("- {type: x, secret: {valu: a}}").is_err());
+    }
+
+    #[test]
     fn yaml_forms() {
         let s: SecretSource = serde_norway::from_str("{env: FOO}").unwrap();
         assert!(matches!(s, SecretSource::Env(ref n) if n == "FOO"));

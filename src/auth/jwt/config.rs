@@ -90,7 +90,7 @@ pub struct ProviderConfig {
     pub keys_file: Option<String>,
     /// An HMAC secret for HS256/384/512 (may be combined with public keys).
     #[serde(default)]
-    pub secret: Option<SecretConfig>,
+    pub secret: Option<SecretSource>,
     /// Find the JWKS through `<issuer>/.well-known/openid-configuration`. Default: on unless
     /// `jwks_uri`, `keys_file` or `secret` is given.
     #[serde(default)]
@@ -104,39 +104,6 @@ pub struct ProviderConfig {
     /// Allow plain-http discovery/JWKS to a non-loopback host.
     #[serde(default)]
     pub allow_http: bool,
-}
-
-/// A secret as `{value: ...}`, `{env: NAME}` or `{file: PATH}`: exactly one. (A plain map, so
-/// it also parses inside the `type`-tagged filter list, where YAML `!tags` cannot be used.)
-#[derive(Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretConfig {
-    #[serde(default)]
-    pub value: Option<String>,
-    #[serde(default)]
-    pub env: Option<String>,
-    #[serde(default)]
-    pub file: Option<String>,
-}
-
-impl std::fmt::Debug for SecretConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.source() {
-            Ok(s) => s.fmt(f),
-            Err(_) => f.write_str("SecretConfig(<invalid>)"),
-        }
-    }
-}
-
-impl SecretConfig {
-    pub fn source(&self) -> Result<SecretSource, String> {
-        match (&self.value, &self.env, &self.file) {
-            (Some(v), None, None) => Ok(SecretSource::Value(v.clone())),
-            (None, Some(e), None) => Ok(SecretSource::Env(e.clone())),
-            (None, None, Some(p)) => Ok(SecretSource::File(p.clone())),
-            _ => Err("give exactly one of value, env, file".into()),
-        }
-    }
 }
 
 fn default_leeway() -> Duration {

@@ -87,9 +87,7 @@ pub fn build(
             );
             return None;
         }
-        Some(secret) => match secret
-            .source()
-            .and_then(|s| keys::hmac_keys(&s, hmac_algs.to_vec()).map(|k| (k, s)))
+        Some(secret) => match keys::hmac_keys(secret, hmac_algs.to_vec()).map(|k| (k, secret))
         {
             Ok((set, source)) => {
                 let digest = source

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, EnumAccess, MapAccess, Visitor};
 use serde::Deserialize;
 
 use super::limits::RateLimitConfig;
 use super::users::UserConfig;
 use crate::config::secret::SecretSource;
+
 /// A named realm: users, keys, endpoints, limits.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,7 +40,7 @@ pub struct OpaqueRealmConfig {
     #[serde(default = "default_admin_path")]
     pub admin_path: String,
     #[serde(default)]
-    pub admin_secret: Option<SecretField>,
+    pub admin_secret: Option<SecretSource>,
     /// Request header carrying the admin secret.
     #[serde(default = "default_admin_header")]
     pub admin_header: String,
@@ -58,7 +58,7 @@ pub struct OpaqueRealmConfig {
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     pub id: String,
-    pub secret: SecretField,
+    pub secret: SecretSource,
 }
 
 /// Limits on the token endpoint against brute force.
@@ -143,83 +143,4 @@ pub struct OpaqueRouteConfig {
     pub users: Vec<String>,
     #[serde(default)]
     pub roles: Vec<String>,
-}
-
-/// A secret given as a map, `{value: ...}`, `{env: NAME}` or `{file: PATH}` (the form the other
-/// modes use), or as a YAML tag, `!value ...`, `!env NAME`, `!file PATH`.
-#[derive(Debug, Clone)]
-pub struct SecretField(pub SecretSource);
-
-impl std::ops::Deref for SecretField {
-    type Target = SecretSource;
-    fn deref(&self) -> &SecretSource {
-        &self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for SecretField {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = SecretSource;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a secret: {value: ...}, {env: NAME} or {file: PATH}")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<SecretSource, A::Error> {
-                const ONE: &str = "give exactly one of value, env, file";
-                let Some(key) = m.next_key::<String>()? else {
-                    return Err(de::Error::custom(ONE));
-                };
-                let v: String = m.next_value()?;
-                if m.next_key::<String>()?.is_some() {
-                    return Err(de::Error::custom(ONE));
-                }
-                match key.as_str() {
-                    "value" => Ok(SecretSource::Value(v)),
-                    "env" => Ok(SecretSource::Env(v)),
-                    "file" => Ok(SecretSource::File(v)),
-                    other => Err(de::Error::unknown_field(other, &["value", "env", "file"])),
-                }
-            }
-
-            fn visit_enum<A: EnumAccess<'de>>(self, e: A) -> Result<SecretSource, A::Error> {
-                SecretSource::deserialize(de::value::EnumAccessDeserializer::new(e))
-            }
-        }
-        d.deserialize_any(V).map(SecretField)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, Deserialize)]
-    struct K {
-        secret: SecretField,
-    }
-
-    fn parse(y: &str) -> Result<SecretSource, String> {
-        serde_norway::from_str::<K>(y)
-            .map(|k| k.secret.0)
-            .map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn secret_forms() {
-        assert!(matches!(parse("secret: {value: abc}"), Ok(SecretSource::Value(v)) if v == "abc"));
-        assert!(matches!(parse("secret: {env: X}"), Ok(SecretSource::Env(v)) if v == "X"));
-        assert!(matches!(parse("secret:\n  file: /f\n"), Ok(SecretSource::File(v)) if v == "/f"));
-        assert!(matches!(parse("secret: !value abc"), Ok(SecretSource::Value(v)) if v == "abc"));
-        assert!(matches!(parse("secret: !env X"), Ok(SecretSource::Env(_))));
-        assert!(parse("secret: {value: a, env: b}")
-            .unwrap_err()
-            .contains("exactly one"));
-        assert!(parse("secret: {}").unwrap_err().contains("exactly one"));
-        assert!(parse("secret: {valu: a}").is_err());
-        assert!(parse("secret: abc").is_err());
-        assert!(parse("secret: !nope abc").is_err());
-    }
 }

@@ -406,7 +406,8 @@ async fn secret_and_public_keys_for_one_issuer_in_a_full_config() {
             .replace("{value: ", "{value: x, env: Y, file: ")
             .replace(secret, "z"),
     );
-    assert!(bad.is_ok(), "parses; build reports the problem");
+    let problems = bad.err().expect("a secret with several sources is refused when parsed");
+    assert!(problems.to_string().contains("exactly one of value, env or file"), "{problems}");
 }
 
 #[tokio::test]
