@@ -25,7 +25,11 @@ fn route_matching(c: &mut Criterion) {
     let mut g = c.benchmark_group("route_match");
     for n in [10usize, 1_000, 10_000] {
         let r = router(n);
-        let path = format!("/svc{}/api/v{}/users/42/profile", (n - 1) % 1000, (n - 1) / 1000);
+        let path = format!(
+            "/svc{}/api/v{}/users/42/profile",
+            (n - 1) % 1000,
+            (n - 1) / 1000
+        );
         g.bench_with_input(BenchmarkId::from_parameter(n), &path, |b, p| {
             b.iter(|| r.lookup(Some("example.com"), &Method::GET, black_box(p)))
         });
@@ -34,7 +38,9 @@ fn route_matching(c: &mut Criterion) {
 }
 
 fn canonicalisation(c: &mut Criterion) {
-    c.bench_function("canonical_path/clean", |b| b.iter(|| canonical_path(black_box("/api/v1/users/42/profile"))));
+    c.bench_function("canonical_path/clean", |b| {
+        b.iter(|| canonical_path(black_box("/api/v1/users/42/profile")))
+    });
     c.bench_function("canonical_path/dirty", |b| {
         b.iter(|| canonical_path(black_box("//api/./v1/%7eusers/../users/42/profile")))
     });
@@ -60,12 +66,18 @@ impl AuthFilter for AllowAll {
         "allow"
     }
     async fn check(&self, _req: &RequestView<'_>) -> Outcome {
-        Outcome::Allow(Identity { subject: "s".into(), mode: "allow", ..Default::default() })
+        Outcome::Allow(Identity {
+            subject: "s".into(),
+            mode: "allow",
+            ..Default::default()
+        })
     }
 }
 
 fn chain_walk(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let headers = HeaderMap::new();
     let view = RequestView {
         method: &Method::GET,
@@ -78,11 +90,15 @@ fn chain_walk(c: &mut Criterion) {
     };
     let mut g = c.benchmark_group("chain_walk");
     for skipped in [0usize, 1, 4] {
-        let mut chain: Vec<Arc<dyn AuthFilter>> = (0..skipped).map(|_| Arc::new(Pass) as Arc<dyn AuthFilter>).collect();
+        let mut chain: Vec<Arc<dyn AuthFilter>> = (0..skipped)
+            .map(|_| Arc::new(Pass) as Arc<dyn AuthFilter>)
+            .collect();
         chain.push(Arc::new(AllowAll));
-        g.bench_with_input(BenchmarkId::new("not_applicable_then_allow", skipped), &chain, |b, chain| {
-            b.iter(|| rt.block_on(run_chain(black_box(chain), &view)))
-        });
+        g.bench_with_input(
+            BenchmarkId::new("not_applicable_then_allow", skipped),
+            &chain,
+            |b, chain| b.iter(|| rt.block_on(run_chain(black_box(chain), &view))),
+        );
     }
     g.finish();
 }
@@ -98,7 +114,12 @@ fn header_strip(c: &mut Criterion) {
         [],
     );
     let mut base = pingora_http::RequestHeader::build("GET", b"/api", None).unwrap();
-    for (k, v) in [("host", "example.com"), ("user-agent", "bench"), ("accept", "*/*"), ("authorization", "Bearer x")] {
+    for (k, v) in [
+        ("host", "example.com"),
+        ("user-agent", "bench"),
+        ("accept", "*/*"),
+        ("authorization", "Bearer x"),
+    ] {
         base.append_header(k, HeaderValue::from_static(v)).unwrap();
     }
     c.bench_function("identity/strip_and_inject", |b| {
@@ -106,7 +127,14 @@ fn header_strip(c: &mut Criterion) {
             || base.clone(),
             |mut req| {
                 inj.strip(&mut req);
-                inj.inject(&mut req, &Identity { subject: "alice".into(), mode: "jwt", ..Default::default() });
+                inj.inject(
+                    &mut req,
+                    &Identity {
+                        subject: "alice".into(),
+                        mode: "jwt",
+                        ..Default::default()
+                    },
+                );
                 req
             },
             criterion::BatchSize::SmallInput,
@@ -114,5 +142,74 @@ fn header_strip(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, route_matching, canonicalisation, chain_walk, header_strip);
+criterion_group!(
+    benches,
+    route_matching,
+    canonicalisation,
+    chain_walk,
+    header_strip,
+    header_insert_costs
+);
 criterion_main!(benches);
+
+fn header_insert_costs(c: &mut Criterion) {
+    // A request as parsed: four headers, maps sized for them.
+    let mut base = pingora_http::RequestHeader::build("GET", b"/api", Some(4)).unwrap();
+    for (k, v) in [
+        ("Host", "example.com"),
+        ("User-Agent", "bench"),
+        ("Accept", "*/*"),
+        ("Authorization", "Bearer x"),
+    ] {
+        base.append_header(k, HeaderValue::from_static(v)).unwrap();
+    }
+    let names: Vec<HeaderName> = [
+        "x-auth-subject",
+        "x-auth-mode",
+        "x-auth-scopes",
+        "x-user",
+        "x-user-roles",
+    ]
+    .iter()
+    .map(|n| HeaderName::from_static(n))
+    .collect();
+    c.bench_function("headers/insert5_header_name", |b| {
+        b.iter_batched(
+            || base.clone(),
+            |mut req| {
+                for n in &names {
+                    req.insert_header(n.clone(), HeaderValue::from_static("v"))
+                        .unwrap();
+                }
+                req
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    let cased: Vec<bytes::Bytes> = [
+        "X-Auth-Subject",
+        "X-Auth-Mode",
+        "X-Auth-Scopes",
+        "X-User",
+        "X-User-Roles",
+    ]
+    .iter()
+    .map(|n| bytes::Bytes::copy_from_slice(n.as_bytes()))
+    .collect();
+    c.bench_function("headers/insert5_bytes_name", |b| {
+        b.iter_batched(
+            || base.clone(),
+            |mut req| {
+                for n in &cased {
+                    req.insert_header(n.clone(), HeaderValue::from_static("v"))
+                        .unwrap();
+                }
+                req
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    c.bench_function("headers/clone_only", |b| {
+        b.iter_batched(|| base.clone(), |req| req, criterion::BatchSize::SmallInput)
+    });
+}

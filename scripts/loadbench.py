@@ -80,13 +80,6 @@ def wrk(url, headers=(), pids=()):
     return {"rps": rps, "p99_ms": p99, "cpu_us": (cpu / reqs * 1e6) if pids and reqs else None, "errors": errors}
 
 
-def measure(name, url, headers=(), pids=()):
-    runs = [wrk(url, headers, pids) for _ in range(REPEATS)]
-    med = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
-    med["name"] = name
-    return med
-
-
 def b64url(b):
     import base64
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
@@ -179,16 +172,25 @@ http {{ access_log off; keepalive_requests 1000000;
             {"name": "authedge jwt RS256", "path": "/jwt", "headers": [f"Authorization: Bearer {jwt}"]},
             {"name": "authedge opaque", "path": "/opaque", "headers": [f"Authorization: Bearer {opaque_token(edge_port)}"]},
         ]
-        results = [
-            measure("upstream direct", f"http://127.0.0.1:{up}/"),
-            measure("haproxy proxy", f"http://127.0.0.1:{hap}/public", pids=tree(haproxy.pid)),
-            measure("nginx proxy", f"http://127.0.0.1:{ngp}/public", pids=tree(nginx_proxy.pid)),
-            measure("authedge public", f"http://127.0.0.1:{edge_port}/public", pids=[edge.pid]),
-        ]
-        for s in scenarios:
-            results.append(measure(s["name"], f"http://127.0.0.1:{edge_port}{s['path']}", s.get("headers", []), [edge.pid]))
+        targets = [
+            ("upstream direct", f"http://127.0.0.1:{up}/", [], []),
+            ("haproxy proxy", f"http://127.0.0.1:{hap}/public", [], tree(haproxy.pid)),
+            ("nginx proxy", f"http://127.0.0.1:{ngp}/public", [], tree(nginx_proxy.pid)),
+            ("authedge public", f"http://127.0.0.1:{edge_port}/public", [], [edge.pid]),
+        ] + [(s["name"], f"http://127.0.0.1:{edge_port}{s['path']}", s["headers"], [edge.pid]) for s in scenarios]
+        # Round-robin: every repeat measures every target once, so drift on the machine hits all
+        # targets alike instead of whichever ran last.
+        runs = {name: [] for name, *_ in targets}
+        for _ in range(REPEATS):
+            for name, url, headers, pids in targets:
+                runs[name].append(wrk(url, headers, pids))
+        results = []
+        for name, *_ in targets:
+            med = sorted(runs[name], key=lambda r: r["rps"])[len(runs[name]) // 2]
+            med["name"] = name
+            results.append(med)
         by = {r["name"]: r for r in results}
-        print(f"\nwrk -t1 -c{CONNS} -d{DURATION}s, median of {REPEATS}; one worker per proxy; upstream nginx return 200")
+        print(f"\nwrk -t1 -c{CONNS} -d{DURATION}s, median of {REPEATS} round-robin repeats; one worker per proxy; upstream nginx return 200")
         print(f"{'target':<22}{'req/s':>10}{'p99 ms':>9}{'CPU us/req':>12}{'vs haproxy':>12}{'vs public':>11}")
         for r in results:
             cpu = f"{r['cpu_us']:.1f}" if r["cpu_us"] else "-"

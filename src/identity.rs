@@ -58,9 +58,20 @@ pub struct HeaderInjector {
 }
 
 impl HeaderInjector {
-    pub fn new(standard: StandardHeaders, extra_owned: impl IntoIterator<Item = HeaderName>) -> Self {
-        let mut owned: Vec<Box<[u8]>> = ALWAYS_STRIPPED.iter().map(|s| s.as_bytes().into()).collect();
-        let std_names = [&standard.subject, &standard.issuer, &standard.mode, &standard.scopes];
+    pub fn new(
+        standard: StandardHeaders,
+        extra_owned: impl IntoIterator<Item = HeaderName>,
+    ) -> Self {
+        let mut owned: Vec<Box<[u8]>> = ALWAYS_STRIPPED
+            .iter()
+            .map(|s| s.as_bytes().into())
+            .collect();
+        let std_names = [
+            &standard.subject,
+            &standard.issuer,
+            &standard.mode,
+            &standard.scopes,
+        ];
         for n in std_names.into_iter().flatten().cloned().chain(extra_owned) {
             let norm: Box<[u8]> = normalize(n.as_str().as_bytes()).into();
             if !owned.contains(&norm) {
@@ -77,8 +88,12 @@ impl HeaderInjector {
 
     /// Remove every owned header from the request, in all its spellings.
     pub fn strip(&self, req: &mut RequestHeader) {
-        let doomed: Vec<HeaderName> =
-            req.headers.keys().filter(|k| self.is_owned(k.as_str().as_bytes())).cloned().collect();
+        let doomed: Vec<HeaderName> = req
+            .headers
+            .keys()
+            .filter(|k| self.is_owned(k.as_str().as_bytes()))
+            .cloned()
+            .collect();
         for name in doomed {
             req.remove_header(&name);
         }
@@ -116,14 +131,26 @@ fn set(req: &mut RequestHeader, name: &HeaderName, value: &str) {
 }
 
 fn normalize(name: &[u8]) -> Vec<u8> {
-    name.iter().map(|b| if *b == b'_' { b'-' } else { b.to_ascii_lowercase() }).collect()
+    name.iter()
+        .map(|b| {
+            if *b == b'_' {
+                b'-'
+            } else {
+                b.to_ascii_lowercase()
+            }
+        })
+        .collect()
 }
 
 /// `owned` is already normalised; compare ignoring case and treating `_` as `-`.
 fn eq_header_loose(owned: &[u8], name: &[u8]) -> bool {
     owned.len() == name.len()
         && owned.iter().zip(name).all(|(o, n)| {
-            let n = if *n == b'_' { b'-' } else { n.to_ascii_lowercase() };
+            let n = if *n == b'_' {
+                b'-'
+            } else {
+                n.to_ascii_lowercase()
+            };
             *o == n
         })
 }
@@ -156,7 +183,11 @@ mod tests {
         inj.strip(&mut req);
         assert_eq!(req.headers.len(), 1, "{:?}", req.headers);
         assert!(req.headers.get("accept").is_some());
-        let id = Identity { subject: "alice".into(), mode: "jwt", ..Default::default() };
+        let id = Identity {
+            subject: "alice".into(),
+            mode: "jwt",
+            ..Default::default()
+        };
         inj.inject(&mut req, &id);
         assert_eq!(req.headers.get("x-auth-subject").unwrap(), "alice");
     }

@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "authedge", version, about = "Authenticating reverse proxy on Pingora")]
+#[command(
+    name = "authedge",
+    version,
+    about = "Authenticating reverse proxy on Pingora"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,13 +51,15 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => match authedge::compat::resolve_config(config).and_then(authedge::server::run) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
+        Command::Run { config } => {
+            match authedge::compat::resolve_config(config).and_then(authedge::server::run) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::Check { config } => match authedge::server::check(&config) {
             Ok(summary) => {
                 println!("{summary}");
@@ -66,7 +72,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::HashPassword { m_cost, t_cost, p_cost } => {
+        Command::HashPassword {
+            m_cost,
+            t_cost,
+            p_cost,
+        } => {
             let stdin = std::io::stdin().lock();
             match authedge::auth::opaque::hash_password_from_reader(stdin, m_cost, t_cost, p_cost) {
                 Ok(phc) => {

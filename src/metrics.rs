@@ -29,25 +29,43 @@ impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("authedge_requests_total", "Requests by route, auth mode, outcome and reason"),
+            Opts::new(
+                "authedge_requests_total",
+                "Requests by route, auth mode, outcome and reason",
+            ),
             &["route", "mode", "outcome", "reason"],
         )?;
         let duration = HistogramVec::new(
-            HistogramOpts::new("authedge_request_duration_seconds", "Time from request to response, by route")
-                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            HistogramOpts::new(
+                "authedge_request_duration_seconds",
+                "Time from request to response, by route",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0,
+            ]),
             &["route"],
         )?;
         let upstream_errors = IntCounterVec::new(
-            Opts::new("authedge_upstream_errors_total", "Upstream failures by route and kind"),
+            Opts::new(
+                "authedge_upstream_errors_total",
+                "Upstream failures by route and kind",
+            ),
             &["route", "kind"],
         )?;
-        let generation = IntGauge::new("authedge_config_generation", "Generation of the live config")?;
+        let generation = IntGauge::new(
+            "authedge_config_generation",
+            "Generation of the live config",
+        )?;
         let reloads = IntCounterVec::new(
             Opts::new("authedge_config_reload_total", "Config reloads by result"),
             &["result"],
         )?;
         let jwks_fetches = IntCounterVec::new(
-            Opts::new("authedge_jwks_fetch_total", "JWKS fetches by provider and result"),
+            Opts::new(
+                "authedge_jwks_fetch_total",
+                "JWKS fetches by provider and result",
+            ),
             &["provider", "result"],
         )?;
         registry.register(Box::new(requests.clone()))?;
@@ -59,7 +77,15 @@ impl Metrics {
         // Make the reload series visible at zero.
         reloads.with_label_values(&["success"]);
         reloads.with_label_values(&["error"]);
-        Ok(Metrics { registry, requests, duration, upstream_errors, generation, reloads, jwks_fetches })
+        Ok(Metrics {
+            registry,
+            requests,
+            duration,
+            upstream_errors,
+            generation,
+            reloads,
+            jwks_fetches,
+        })
     }
 
     pub fn render(&self) -> Vec<u8> {
@@ -86,7 +112,11 @@ impl ServeHttp for SidePort {
                 let snap = self.current.load();
                 match snap.not_ready() {
                     None => (200, "text/plain", b"ready\n".to_vec()),
-                    Some(what) => (503, "text/plain", format!("not ready: {what}\n").into_bytes()),
+                    Some(what) => (
+                        503,
+                        "text/plain",
+                        format!("not ready: {what}\n").into_bytes(),
+                    ),
                 }
             }
             _ => (404, "text/plain", b"not found\n".to_vec()),

@@ -37,7 +37,12 @@ pub struct Edge {
 
 impl Edge {
     pub fn new(current: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
-        Edge { current, metrics, id_prefix: rand::random(), counter: AtomicU64::new(0) }
+        Edge {
+            current,
+            metrics,
+            id_prefix: rand::random(),
+            counter: AtomicU64::new(0),
+        }
     }
 }
 
@@ -64,7 +69,10 @@ enum Decision {
 }
 
 fn peer_ip(session: &Session) -> Option<IpAddr> {
-    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
 }
 
 /// The client address: the peer, or when the peer is a trusted proxy the right-most entry of
@@ -76,7 +84,9 @@ fn client_ip(snap: &Snapshot, peer: Option<IpAddr>, req: &RequestHeader) -> Opti
     }
     let mut client = peer;
     for v in req.headers.get_all(&X_FORWARDED_FOR).iter().rev() {
-        let Ok(s) = v.to_str() else { return Some(client) };
+        let Ok(s) = v.to_str() else {
+            return Some(client);
+        };
         for part in s.rsplit(',') {
             match part.trim().parse::<IpAddr>() {
                 Ok(ip) => {
@@ -173,15 +183,26 @@ impl Edge {
     }
 
     /// Read the request body for an endpoint, refusing more than `max` bytes.
-    async fn read_body(session: &mut Session, max: usize) -> std::result::Result<Vec<u8>, StatusCode> {
+    async fn read_body(
+        session: &mut Session,
+        max: usize,
+    ) -> std::result::Result<Vec<u8>, StatusCode> {
         if let Some(len) = session.req_header().headers.get(header::CONTENT_LENGTH) {
-            let n: usize = len.to_str().ok().and_then(|s| s.parse().ok()).ok_or(StatusCode::BAD_REQUEST)?;
+            let n: usize = len
+                .to_str()
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or(StatusCode::BAD_REQUEST)?;
             if n > max {
                 return Err(StatusCode::PAYLOAD_TOO_LARGE);
             }
         }
         let mut body = Vec::new();
-        while let Some(chunk) = session.read_request_body().await.map_err(|_| StatusCode::BAD_REQUEST)? {
+        while let Some(chunk) = session
+            .read_request_body()
+            .await
+            .map_err(|_| StatusCode::BAD_REQUEST)?
+        {
             if body.len() + chunk.len() > max {
                 return Err(StatusCode::PAYLOAD_TOO_LARGE);
             }
@@ -190,14 +211,24 @@ impl Edge {
         Ok(body)
     }
 
-    async fn decide(&self, session: &mut Session, ctx: &mut Ctx, snap: &Snapshot) -> Result<Decision> {
+    async fn decide(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        snap: &Snapshot,
+    ) -> Result<Decision> {
         let peer = peer_ip(session);
         ctx.client_ip = client_ip(snap, peer, session.req_header());
         let raw_path = session.req_header().uri.path();
         let path: Cow<'_, str> = match canonical_path(raw_path) {
             Ok(p) => p,
             Err(_) => {
-                self.deny(session, ctx, Denial::new(StatusCode::BAD_REQUEST, DenyReason::Malformed)).await?;
+                self.deny(
+                    session,
+                    ctx,
+                    Denial::new(StatusCode::BAD_REQUEST, DenyReason::Malformed),
+                )
+                .await?;
                 return Ok(Decision::Answered);
             }
         };
@@ -216,7 +247,11 @@ impl Edge {
             let body = match Self::read_body(session, ep.max_body()).await {
                 Ok(b) => b,
                 Err(status) => {
-                    let reason = if status == StatusCode::PAYLOAD_TOO_LARGE { DenyReason::TooLarge } else { DenyReason::Malformed };
+                    let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                        DenyReason::TooLarge
+                    } else {
+                        DenyReason::Malformed
+                    };
                     self.deny(session, ctx, Denial::new(status, reason)).await?;
                     return Ok(Decision::Answered);
                 }
@@ -243,12 +278,22 @@ impl Edge {
         let idx = match snap.router.lookup(host, &req.method, path) {
             Match::Route(i) => i,
             Match::NotFound => {
-                self.deny(session, ctx, Denial::new(StatusCode::NOT_FOUND, DenyReason::Missing)).await?;
+                self.deny(
+                    session,
+                    ctx,
+                    Denial::new(StatusCode::NOT_FOUND, DenyReason::Missing),
+                )
+                .await?;
                 ctx.outcome = "no_route";
                 return Ok(Decision::Answered);
             }
             Match::MethodNotAllowed => {
-                self.deny(session, ctx, Denial::new(StatusCode::METHOD_NOT_ALLOWED, DenyReason::Missing)).await?;
+                self.deny(
+                    session,
+                    ctx,
+                    Denial::new(StatusCode::METHOD_NOT_ALLOWED, DenyReason::Missing),
+                )
+                .await?;
                 ctx.outcome = "no_route";
                 return Ok(Decision::Answered);
             }
@@ -291,13 +336,26 @@ impl Edge {
             Outcome::Respond(r) => self.reply(session, ctx, r).await,
             Outcome::Allow(_) | Outcome::NotApplicable => {
                 // An endpoint must answer; treat anything else as an internal failure, closed.
-                self.deny(session, ctx, Denial::new(StatusCode::INTERNAL_SERVER_ERROR, DenyReason::Internal)).await
+                self.deny(
+                    session,
+                    ctx,
+                    Denial::new(StatusCode::INTERNAL_SERVER_ERROR, DenyReason::Internal),
+                )
+                .await
             }
         }
     }
 
     /// Rewrite the upstream request: canonical path, identity headers, forwarding headers.
-    fn prepare(&self, req: &mut RequestHeader, ctx: &Ctx, snap: &Snapshot, route: &RouteEntry, peer: Option<IpAddr>, tls: bool) {
+    fn prepare(
+        &self,
+        req: &mut RequestHeader,
+        ctx: &Ctx,
+        snap: &Snapshot,
+        route: &RouteEntry,
+        peer: Option<IpAddr>,
+        tls: bool,
+    ) {
         if let Some(p) = &ctx.rewritten {
             let pq = match req.uri.query() {
                 Some(q) => format!("{p}?{q}"),
@@ -319,8 +377,12 @@ impl Edge {
         // than for a `HeaderName`, which it re-renders in title case.
         let xff = match peer {
             Some(p) if snap.is_trusted_proxy(p) => {
-                let prior: Vec<&str> =
-                    req.headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
+                let prior: Vec<&str> = req
+                    .headers
+                    .get_all(&X_FORWARDED_FOR)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect();
                 if prior.is_empty() {
                     ip_value(p)
                 } else {
@@ -334,7 +396,10 @@ impl Edge {
         if let Some(v) = xff {
             let _ = req.insert_header("X-Forwarded-For", v);
         }
-        let _ = req.insert_header("X-Forwarded-Proto", HeaderValue::from_static(if tls { "https" } else { "http" }));
+        let _ = req.insert_header(
+            "X-Forwarded-Proto",
+            HeaderValue::from_static(if tls { "https" } else { "http" }),
+        );
         let _ = req.insert_header("X-Request-Id", self.next_request_id());
         if let Some(h) = &route.upstream.host_header {
             let _ = req.insert_header(header::HOST, h.clone());
@@ -379,7 +444,10 @@ fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
 }
 
 fn is_tls(session: &Session) -> bool {
-    session.digest().map(|d| d.ssl_digest.is_some()).unwrap_or(false)
+    session
+        .digest()
+        .map(|d| d.ssl_digest.is_some())
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -388,7 +456,14 @@ mod tests {
 
     #[test]
     fn ip_values() {
-        for ip in ["0.0.0.0", "1.2.3.4", "10.100.9.255", "255.255.255.255", "::1", "2001:db8::7"] {
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.100.9.255",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+        ] {
             let v = ip_value(ip.parse().unwrap()).unwrap();
             assert_eq!(v.to_str().unwrap(), ip);
         }
@@ -431,12 +506,24 @@ impl ProxyHttp for Edge {
         match self.decide(session, ctx, &snap).await? {
             Decision::Answered => Ok(true),
             Decision::Proxy => {
-                let Some(route) = ctx.route.map(|i| &snap.routes[i]) else { return Ok(true) };
+                let Some(route) = ctx.route.map(|i| &snap.routes[i]) else {
+                    return Ok(true);
+                };
                 if let UpstreamKind::Echo = route.upstream.kind {
                     let mut req = session.req_header().clone();
-                    self.prepare(&mut req, ctx, &snap, route, peer_ip(session), is_tls(session));
+                    self.prepare(
+                        &mut req,
+                        ctx,
+                        &snap,
+                        route,
+                        peer_ip(session),
+                        is_tls(session),
+                    );
                     let body = Bytes::from(crate::echo::render(&req));
-                    let headers = [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
+                    let headers = [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    )];
                     let close = has_body(session.req_header());
                     write_response(session, StatusCode::OK, &headers, body, close).await?;
                     return Ok(true);
@@ -447,14 +534,14 @@ impl ProxyHttp for Edge {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let peer = ctx
-            .snap
-            .as_ref()
-            .zip(ctx.route)
-            .and_then(|(s, i)| match &s.routes[i].upstream.kind {
-                UpstreamKind::Http(p) => Some(p.clone()),
-                UpstreamKind::Echo => None,
-            });
+        let peer =
+            ctx.snap
+                .as_ref()
+                .zip(ctx.route)
+                .and_then(|(s, i)| match &s.routes[i].upstream.kind {
+                    UpstreamKind::Http(p) => Some(p.clone()),
+                    UpstreamKind::Echo => None,
+                });
         peer.ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream for this request"))
     }
 
@@ -464,9 +551,20 @@ impl ProxyHttp for Edge {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let Some(snap) = ctx.snap.clone() else { return Ok(()) };
-        let Some(route) = ctx.route.map(|i| &snap.routes[i]) else { return Ok(()) };
-        self.prepare(upstream_request, ctx, &snap, route, peer_ip(session), is_tls(session));
+        let Some(snap) = ctx.snap.clone() else {
+            return Ok(());
+        };
+        let Some(route) = ctx.route.map(|i| &snap.routes[i]) else {
+            return Ok(());
+        };
+        self.prepare(
+            upstream_request,
+            ctx,
+            &snap,
+            route,
+            peer_ip(session),
+            is_tls(session),
+        );
         Ok(())
     }
 
@@ -489,7 +587,11 @@ impl ProxyHttp for Edge {
         };
         if code >= 500 {
             ctx.outcome = "upstream_error";
-            let route = ctx.snap.as_ref().zip(ctx.route).map(|(s, i)| s.routes[i].id.clone());
+            let route = ctx
+                .snap
+                .as_ref()
+                .zip(ctx.route)
+                .map(|(s, i)| s.routes[i].id.clone());
             let kind = if code == 504 { "timeout" } else { "connect" };
             self.metrics
                 .upstream_errors
@@ -501,18 +603,27 @@ impl ProxyHttp for Edge {
                 let _ = write_response(session, status, &[], status_body(status), true).await;
             }
         }
-        FailToProxy { error_code: code, can_reuse_downstream: false }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
-        let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
         let route = ctx.snap.as_ref().zip(ctx.route).map(|(s, i)| &s.routes[i]);
         let elapsed = ctx.start.elapsed();
         match (route, ctx.outcome, ctx.allowed_by) {
             (Some(r), "allow", Some(i)) if i < r.allowed.len() => r.allowed[i].inc(),
             _ => {
                 let id = route.map(|r| &*r.id).unwrap_or("");
-                self.metrics.requests.with_label_values(&[id, ctx.mode, ctx.outcome, ctx.reason]).inc();
+                self.metrics
+                    .requests
+                    .with_label_values(&[id, ctx.mode, ctx.outcome, ctx.reason])
+                    .inc();
             }
         }
         if let Some(r) = route {

@@ -23,7 +23,12 @@ pub struct Reloader {
 impl Reloader {
     pub fn new(path: PathBuf, current: Arc<ArcSwap<Snapshot>>, warm: Arc<Warm>) -> Self {
         let generation = AtomicU64::new(current.load().generation);
-        Reloader { path, current, warm, generation }
+        Reloader {
+            path,
+            current,
+            warm,
+            generation,
+        }
     }
 
     /// Load the file again and swap it in, or keep the old snapshot.

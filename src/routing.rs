@@ -174,7 +174,9 @@ impl Router {
             if let Some((_, other)) = entry.iter().find(|(m, _)| methods_overlap(m, &k.methods)) {
                 errors.push((
                     idx,
-                    format!("overlaps routes[{other}]: same host, path and an overlapping method set"),
+                    format!(
+                        "overlaps routes[{other}]: same host, path and an overlapping method set"
+                    ),
                 ));
                 continue;
             }
@@ -307,7 +309,17 @@ mod tests {
         for (raw, want) in ok {
             assert_eq!(canonical_path(raw).unwrap(), *want, "{raw}");
         }
-        for bad in ["/private%2Fx", "/a%2fb", "/a%5cb", "/a%00", "/a\\b", "/a%zz", "/a%2", "x/y", ""] {
+        for bad in [
+            "/private%2Fx",
+            "/a%2fb",
+            "/a%5cb",
+            "/a%00",
+            "/a\\b",
+            "/a%zz",
+            "/a%2",
+            "x/y",
+            "",
+        ] {
             assert!(canonical_path(bad).is_err(), "{bad} should be refused");
         }
     }
@@ -332,23 +344,51 @@ mod tests {
         assert_eq!(r.lookup(None, &Method::GET, "/api"), Match::Route(1));
         assert_eq!(r.lookup(None, &Method::GET, "/api/x"), Match::Route(1));
         assert_eq!(r.lookup(None, &Method::GET, "/apix"), Match::Route(0));
-        assert_eq!(r.lookup(None, &Method::GET, "/api/admin/x/y/z"), Match::Route(2));
-        assert_eq!(r.lookup(None, &Method::POST, "/api/admin"), Match::MethodNotAllowed);
-        assert_eq!(r.lookup(Some("Example.COM:8080"), &Method::GET, "/api/q"), Match::Route(3));
-        assert_eq!(r.lookup(Some("example.com"), &Method::GET, "/other"), Match::Route(0));
+        assert_eq!(
+            r.lookup(None, &Method::GET, "/api/admin/x/y/z"),
+            Match::Route(2)
+        );
+        assert_eq!(
+            r.lookup(None, &Method::POST, "/api/admin"),
+            Match::MethodNotAllowed
+        );
+        assert_eq!(
+            r.lookup(Some("Example.COM:8080"), &Method::GET, "/api/q"),
+            Match::Route(3)
+        );
+        assert_eq!(
+            r.lookup(Some("example.com"), &Method::GET, "/other"),
+            Match::Route(0)
+        );
     }
 
     #[test]
     fn overlapping_routes_rejected() {
-        let e = Router::build(&[key(None, "/api", &[Method::GET]), key(None, "/api/", &[Method::GET, Method::POST])])
-            .unwrap_err();
+        let e = Router::build(&[
+            key(None, "/api", &[Method::GET]),
+            key(None, "/api/", &[Method::GET, Method::POST]),
+        ])
+        .unwrap_err();
         assert_eq!(e[0].0, 1);
-        assert!(Router::build(&[key(None, "/api", &[Method::GET]), key(None, "/api", &[Method::POST])]).is_ok());
+        assert!(Router::build(&[
+            key(None, "/api", &[Method::GET]),
+            key(None, "/api", &[Method::POST])
+        ])
+        .is_ok());
     }
 
     #[test]
     fn host_ports_are_stripped_safely() {
-        for (h, want) in [("a.b:80", "a.b"), ("a.b", "a.b"), ("[::1]:8080", "[::1]"), ("[::1]", "[::1]"), ("[", "["), ("[:", "[:"), (":", ""), ("]:1", "]")] {
+        for (h, want) in [
+            ("a.b:80", "a.b"),
+            ("a.b", "a.b"),
+            ("[::1]:8080", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("[", "["),
+            ("[:", "[:"),
+            (":", ""),
+            ("]:1", "]"),
+        ] {
             assert_eq!(strip_port(h), want, "{h}");
         }
     }

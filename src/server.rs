@@ -35,8 +35,16 @@ pub fn check(path: &Path) -> Result<String, Problems> {
     let metrics = Arc::new(Metrics::new().map_err(|e| one(e.to_string()))?);
     let warm = Warm::new(rt.handle().clone(), metrics, true).map_err(one)?;
     let snap = rt.block_on(config::load(path, &warm, 1))?;
-    let upstreams: std::collections::HashSet<&str> = snap.routes.iter().map(|r| r.upstream.name.as_str()).collect();
-    Ok(format!("ok: {} routes, {} upstreams", snap.routes.len(), upstreams.len()))
+    let upstreams: std::collections::HashSet<&str> = snap
+        .routes
+        .iter()
+        .map(|r| r.upstream.name.as_str())
+        .collect();
+    Ok(format!(
+        "ok: {} routes, {} upstreams",
+        snap.routes.len(),
+        upstreams.len()
+    ))
 }
 
 fn init_logging(log: &LogConfig) {
@@ -46,7 +54,10 @@ fn init_logging(log: &LogConfig) {
     // The process ends through Pingora's exit; the writer lives until then.
     std::mem::forget(guard);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(ansi);
     let _ = match log.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -63,7 +74,9 @@ pub fn run(path: PathBuf) -> Result<(), String> {
     let rt = control_runtime()?;
     let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
     let warm = Arc::new(Warm::new(rt.handle().clone(), metrics.clone(), false)?);
-    let snap: Snapshot = rt.block_on(config::load(&path, &warm, 1)).map_err(|p| p.to_string())?;
+    let snap: Snapshot = rt
+        .block_on(config::load(&path, &warm, 1))
+        .map_err(|p| p.to_string())?;
     init_logging(&snap.log);
     metrics.generation.set(1);
     metrics.reloads.with_label_values(&["success"]);
@@ -106,7 +119,13 @@ pub fn run(path: PathBuf) -> Result<(), String> {
     }
     server.add_service(proxy);
     if let Some(m) = &metrics_cfg {
-        let mut side = Service::new("authedge metrics".into(), SidePort { metrics: metrics.clone(), current });
+        let mut side = Service::new(
+            "authedge metrics".into(),
+            SidePort {
+                metrics: metrics.clone(),
+                current,
+            },
+        );
         side.threads = Some(1);
         side.add_tcp(&m.address);
         server.add_service(side);

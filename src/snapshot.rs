@@ -14,7 +14,9 @@ use http::{HeaderName, Method};
 use prometheus::{Histogram, IntCounter};
 
 use crate::auth::{jwt, opaque, AuthFilter, Chain, Endpoint};
-use crate::config::schema::{FileConfig, FilterConfig, ListenerConfig, LogConfig, MetricsConfig, ServerConfig};
+use crate::config::schema::{
+    FileConfig, FilterConfig, ListenerConfig, LogConfig, MetricsConfig, ServerConfig,
+};
 use crate::config::Problems;
 use crate::identity::{HeaderInjector, StandardHeaders};
 use crate::metrics::Metrics;
@@ -34,12 +36,18 @@ pub struct Warm {
 
 impl std::fmt::Debug for Warm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Warm").field("dry_run", &self.dry_run).finish_non_exhaustive()
+        f.debug_struct("Warm")
+            .field("dry_run", &self.dry_run)
+            .finish_non_exhaustive()
     }
 }
 
 impl Warm {
-    pub fn new(control: tokio::runtime::Handle, metrics: Arc<Metrics>, dry_run: bool) -> Result<Warm, String> {
+    pub fn new(
+        control: tokio::runtime::Handle,
+        metrics: Arc<Metrics>,
+        dry_run: bool,
+    ) -> Result<Warm, String> {
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
             .timeout(std::time::Duration::from_secs(10))
@@ -47,7 +55,13 @@ impl Warm {
             .user_agent(concat!("authedge/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build HTTP client: {e}"))?;
-        Ok(Warm { control, http, metrics, dry_run, store: Mutex::new(HashMap::new()) })
+        Ok(Warm {
+            control,
+            http,
+            metrics,
+            dry_run,
+            store: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The shared object under `key`, created by `make` the first time. A key names a cache
@@ -126,7 +140,12 @@ fn header_name(value: &str, path: &str, problems: &mut Problems) -> Option<Heade
 }
 
 /// Validate and build everything. Collects every problem before failing.
-pub async fn compile(cfg: FileConfig, warm: &Warm, generation: u64, source: Option<&Path>) -> Result<Snapshot, Problems> {
+pub async fn compile(
+    cfg: FileConfig,
+    warm: &Warm,
+    generation: u64,
+    source: Option<&Path>,
+) -> Result<Snapshot, Problems> {
     let mut problems = Problems::default();
 
     // Server and listeners.
@@ -141,7 +160,10 @@ pub async fn compile(cfg: FileConfig, warm: &Warm, generation: u64, source: Opti
         match (&l.address, &l.unix) {
             (Some(a), None) => {
                 if a.parse::<std::net::SocketAddr>().is_err() {
-                    problems.push(format!("{p}.address"), format!("{a:?} is not an IP:port address"));
+                    problems.push(
+                        format!("{p}.address"),
+                        format!("{a:?} is not an IP:port address"),
+                    );
                 }
             }
             (None, Some(_)) => {
@@ -161,7 +183,10 @@ pub async fn compile(cfg: FileConfig, warm: &Warm, generation: u64, source: Opti
     }
     if let Some(m) = &cfg.metrics {
         if m.address.parse::<std::net::SocketAddr>().is_err() {
-            problems.push("metrics.address", format!("{:?} is not an IP:port address", m.address));
+            problems.push(
+                "metrics.address",
+                format!("{:?} is not an IP:port address", m.address),
+            );
         }
     }
 
@@ -189,7 +214,11 @@ pub async fn compile(cfg: FileConfig, warm: &Warm, generation: u64, source: Opti
             }
             Err(errs) => {
                 for (k, m) in errs {
-                    let path = if k.is_empty() { format!("upstreams.{name}") } else { format!("upstreams.{name}.{k}") };
+                    let path = if k.is_empty() {
+                        format!("upstreams.{name}")
+                    } else {
+                        format!("upstreams.{name}.{k}")
+                    };
                     problems.push(path, m);
                 }
             }
@@ -206,7 +235,10 @@ pub async fn compile(cfg: FileConfig, warm: &Warm, generation: u64, source: Opti
                 realms.insert(name.clone(), realm);
                 for (p, e) in eps {
                     if endpoints.insert(p.clone(), e).is_some() {
-                        problems.push(&path, format!("endpoint path {p} is already served by another realm"));
+                        problems.push(
+                            &path,
+                            format!("endpoint path {p} is already served by another realm"),
+                        );
                     }
                 }
             }
@@ -222,7 +254,10 @@ pub async fn compile(cfg: FileConfig, warm: &Warm, generation: u64, source: Opti
         let p = format!("routes[{i}]");
         let id: Arc<str> = r.id.clone().unwrap_or_else(|| format!("route{i}")).into();
         if let Some(prev) = ids.insert(id.clone(), i) {
-            problems.push(format!("{p}.id"), format!("id {id:?} is already used by routes[{prev}]"));
+            problems.push(
+                format!("{p}.id"),
+                format!("id {id:?} is already used by routes[{prev}]"),
+            );
         }
         let prefix = match normalize_prefix(&r.path) {
             Ok(pr) => pr,
@@ -235,16 +270,25 @@ pub async fn compile(cfg: FileConfig, warm: &Warm, generation: u64, source: Opti
         for (j, m) in r.methods.iter().enumerate() {
             match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
                 Ok(m) => methods.push(m),
-                Err(_) => problems.push(format!("{p}.methods[{j}]"), format!("{m:?} is not an HTTP method")),
+                Err(_) => problems.push(
+                    format!("{p}.methods[{j}]"),
+                    format!("{m:?} is not an HTTP method"),
+                ),
             }
         }
         let host = r.host.as_ref().map(|h| h.to_ascii_lowercase());
         let up = upstreams.get(&r.upstream).cloned();
         if up.is_none() && !cfg.upstreams.contains_key(&r.upstream) {
-            problems.push(format!("{p}.upstream"), format!("unknown upstream {:?}", r.upstream));
+            problems.push(
+                format!("{p}.upstream"),
+                format!("unknown upstream {:?}", r.upstream),
+            );
         }
         match (r.public, r.auth.is_empty()) {
-            (true, false) => problems.push(format!("{p}.public"), "a public route cannot have an auth chain"),
+            (true, false) => problems.push(
+                format!("{p}.public"),
+                "a public route cannot have an auth chain",
+            ),
             (false, true) => problems.push(
                 format!("{p}.auth"),
                 "a route needs an auth chain, or `public: true` to serve without authentication",
@@ -274,13 +318,20 @@ pub async fn compile(cfg: FileConfig, warm: &Warm, generation: u64, source: Opti
                 }
             }
         }
-        keys.push(RouteKey { host, prefix, methods });
+        keys.push(RouteKey {
+            host,
+            prefix,
+            methods,
+        });
         let Some(up) = up else { continue };
         let m = &warm.metrics;
         let allowed = if r.public {
             vec![m.requests.with_label_values(&[&id, "public", "allow", ""])]
         } else {
-            chain.iter().map(|f| m.requests.with_label_values(&[&id, f.kind(), "allow", ""])).collect()
+            chain
+                .iter()
+                .map(|f| m.requests.with_label_values(&[&id, f.kind(), "allow", ""]))
+                .collect()
         };
         routes.push(RouteEntry {
             duration: m.duration.with_label_values(&[&id]),
@@ -307,7 +358,9 @@ pub async fn compile(cfg: FileConfig, warm: &Warm, generation: u64, source: Opti
     if !problems.is_empty() {
         return Err(problems);
     }
-    let Some(router) = router else { return Err(problems) };
+    let Some(router) = router else {
+        return Err(problems);
+    };
     Ok(Snapshot {
         generation,
         router,

@@ -41,7 +41,10 @@ pub fn build(name: &str, cfg: &UpstreamConfig) -> Result<Upstream, Vec<(String, 
             None
         }
         (None, false) => {
-            errs.push(("url".into(), "missing (or set echo: true for the built-in echo upstream)".into()));
+            errs.push((
+                "url".into(),
+                "missing (or set echo: true for the built-in echo upstream)".into(),
+            ));
             None
         }
         (None, true) => Some(UpstreamKind::Echo),
@@ -54,7 +57,11 @@ pub fn build(name: &str, cfg: &UpstreamConfig) -> Result<Upstream, Vec<(String, 
         },
     };
     match kind {
-        Some(kind) if errs.is_empty() => Ok(Upstream { name: name.to_string(), kind, host_header }),
+        Some(kind) if errs.is_empty() => Ok(Upstream {
+            name: name.to_string(),
+            kind,
+            host_header,
+        }),
         _ => Err(errs),
     }
 }
@@ -64,7 +71,8 @@ fn peer(url: &str, cfg: &UpstreamConfig) -> Result<HttpPeer, String> {
         if path.is_empty() {
             return Err("unix: needs a socket path".into());
         }
-        HttpPeer::new_uds(path, false, String::new()).map_err(|e| format!("bad unix socket path: {e}"))?
+        HttpPeer::new_uds(path, false, String::new())
+            .map_err(|e| format!("bad unix socket path: {e}"))?
     } else {
         let (tls, rest) = if let Some(r) = url.strip_prefix("http://") {
             (false, r)
@@ -74,8 +82,12 @@ fn peer(url: &str, cfg: &UpstreamConfig) -> Result<HttpPeer, String> {
             return Err(format!("{url:?}: expected http://, https:// or unix:"));
         };
         let authority = rest.split('/').next().unwrap_or("");
-        if rest.len() > authority.len() + 1 || (rest.len() == authority.len() + 1 && !rest.ends_with('/')) {
-            return Err("a path in the upstream URL is not supported; give scheme://host:port".into());
+        if rest.len() > authority.len() + 1
+            || (rest.len() == authority.len() + 1 && !rest.ends_with('/'))
+        {
+            return Err(
+                "a path in the upstream URL is not supported; give scheme://host:port".into(),
+            );
         }
         if authority.is_empty() {
             return Err("missing host".into());
@@ -95,7 +107,10 @@ fn peer(url: &str, cfg: &UpstreamConfig) -> Result<HttpPeer, String> {
             .map_err(|e| format!("cannot resolve {with_port}: {e}"))?
             .next()
             .ok_or_else(|| format!("{with_port} resolves to no address"))?;
-        let sni = cfg.sni.clone().unwrap_or_else(|| host.trim_matches(['[', ']']).to_string());
+        let sni = cfg
+            .sni
+            .clone()
+            .unwrap_or_else(|| host.trim_matches(['[', ']']).to_string());
         HttpPeer::new(addr, tls, sni)
     };
     p.options.connection_timeout = Some(cfg.connect_timeout);

@@ -7,8 +7,16 @@ use std::path::Path;
 use std::process::Command;
 
 fn check(path: &Path) -> (i32, String) {
-    let out = Command::new(common::bin()).arg("check").arg("--config").arg(path).output().expect("run check");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = Command::new(common::bin())
+        .arg("check")
+        .arg("--config")
+        .arg(path)
+        .output()
+        .expect("run check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 #[test]
@@ -55,15 +63,25 @@ fn shipped_configs_pass_check() {
 fn missing_file_is_a_clear_error() {
     let (code, out) = check(Path::new("/nonexistent/authedge.yaml"));
     assert_eq!(code, 1);
-    assert!(out.contains("cannot read /nonexistent/authedge.yaml"), "{out}");
+    assert!(
+        out.contains("cannot read /nonexistent/authedge.yaml"),
+        "{out}"
+    );
 }
 
 #[test]
 fn config_from_the_environment_variable() {
     let out = Command::new(common::bin())
         .arg("check")
-        .env("AUTHEDGE_CONFIG", Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/quickstart.yaml"))
+        .env(
+            "AUTHEDGE_CONFIG",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/quickstart.yaml"),
+        )
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -31,7 +31,12 @@ routes:
 fn public_route_reaches_a_real_upstream_with_forwarding_headers() {
     let up = EchoUpstream::start();
     let edge = Edge::start(&config(&up.url(), ""));
-    let v = echo_json(client().get(edge.url("/public/a/b?x=1&y=/private")).send().unwrap());
+    let v = echo_json(
+        client()
+            .get(edge.url("/public/a/b?x=1&y=/private"))
+            .send()
+            .unwrap(),
+    );
     assert_eq!(v["path"], "/public/a/b");
     assert_eq!(v["query"], "x=1&y=/private");
     assert_eq!(v["headers"]["x-forwarded-for"], "127.0.0.1");
@@ -52,7 +57,10 @@ fn unmatched_paths_and_prefix_boundaries_get_404() {
         let body = r.text().unwrap();
         assert_eq!(body, "not found\n");
     }
-    edge.wait_metric("authedge_requests_total{mode=\"none\",outcome=\"no_route\",reason=\"missing\",route=\"\"}", 5.0);
+    edge.wait_metric(
+        "authedge_requests_total{mode=\"none\",outcome=\"no_route\",reason=\"missing\",route=\"\"}",
+        5.0,
+    );
 }
 
 /// Send raw bytes and read until the server closes or `timeout` passes.
@@ -85,16 +93,28 @@ fn path_tricks_are_canonicalised_or_refused() {
             edge.port,
             format!("GET {raw_path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
         );
-        assert!(resp.starts_with(&format!("HTTP/1.1 {status}")), "{raw_path}: {resp}");
+        assert!(
+            resp.starts_with(&format!("HTTP/1.1 {status}")),
+            "{raw_path}: {resp}"
+        );
     }
     // Odd Host headers never take a worker down.
     for host in ["[", "[:", "[::1", ":", "a:b:c", "\u{7f}"] {
-        let resp = raw(edge.port, format!("GET /public HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes());
+        let resp = raw(
+            edge.port,
+            format!("GET /public HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
         assert!(resp.starts_with("HTTP/1.1 "), "Host {host:?}: {resp}");
     }
-    assert_eq!(client().get(edge.url("/public")).send().unwrap().status(), 200);
+    assert_eq!(
+        client().get(edge.url("/public")).send().unwrap().status(),
+        200
+    );
     // The upstream receives the canonical path.
-    let resp = raw(edge.port, b"GET //public/./a/../b%7e HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let resp = raw(
+        edge.port,
+        b"GET //public/./a/../b%7e HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains(r#""path":"/public/b~""#), "{resp}");
 }
@@ -113,10 +133,20 @@ X-Keep: yes\r\nConnection: close\r\n\r\n",
     let body = &resp[resp.find("\r\n\r\n").unwrap() + 4..];
     let v: serde_json::Value = serde_json::from_str(body).unwrap();
     let h = v["headers"].as_object().unwrap();
-    for name in ["x-auth-subject", "x_auth_subject", "x-auth-scopes", "x-user", "x-forwarded-user", "x_tenant"] {
+    for name in [
+        "x-auth-subject",
+        "x_auth_subject",
+        "x-auth-scopes",
+        "x-user",
+        "x-forwarded-user",
+        "x_tenant",
+    ] {
         assert!(!h.contains_key(name), "{name} reached the upstream: {h:?}");
     }
-    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "client XFF must not be trusted");
+    assert_eq!(
+        h["x-forwarded-for"], "127.0.0.1",
+        "client XFF must not be trusted"
+    );
     assert_ne!(h["x-request-id"], "forged");
     assert_eq!(h["x-keep"], "yes");
 }
@@ -144,8 +174,14 @@ fn upstream_down_is_502_and_slow_upstream_is_504() {
     assert_eq!(r.text().unwrap(), "bad gateway\n");
     let r = client().get(edge.url("/slow")).send().unwrap();
     assert_eq!(r.status(), 504);
-    edge.wait_metric("authedge_upstream_errors_total{kind=\"connect\",route=\"public\"}", 1.0);
-    edge.wait_metric("authedge_upstream_errors_total{kind=\"timeout\",route=\"slow\"}", 1.0);
+    edge.wait_metric(
+        "authedge_upstream_errors_total{kind=\"connect\",route=\"public\"}",
+        1.0,
+    );
+    edge.wait_metric(
+        "authedge_upstream_errors_total{kind=\"timeout\",route=\"slow\"}",
+        1.0,
+    );
 }
 
 #[test]
@@ -178,19 +214,34 @@ fn sighup_applies_a_good_config_and_keeps_the_old_one_on_errors() {
     let c = client();
     assert_eq!(c.get(edge.url("/new")).send().unwrap().status(), 404);
 
-    edge.reload(&config(&up.url(), "  - { id: new, path: /new, upstream: echo, public: true }"));
+    edge.reload(&config(
+        &up.url(),
+        "  - { id: new, path: /new, upstream: echo, public: true }",
+    ));
     assert_eq!(c.get(edge.url("/new/x")).send().unwrap().status(), 200);
     assert_eq!(edge.metric("authedge_config_generation"), 2.0);
 
     // Broken: unknown upstream and a bad key. The old routes stay.
-    edge.reload_expect_error(&config(&up.url(), "  - { id: bad, path: /bad, upstream: nope, public: true, colour: red }"));
-    edge.reload_expect_error(&config(&up.url(), "  - { id: bad, path: /bad, upstream: nope, public: true }"));
+    edge.reload_expect_error(&config(
+        &up.url(),
+        "  - { id: bad, path: /bad, upstream: nope, public: true, colour: red }",
+    ));
+    edge.reload_expect_error(&config(
+        &up.url(),
+        "  - { id: bad, path: /bad, upstream: nope, public: true }",
+    ));
     assert!(edge.is_running());
     assert_eq!(c.get(edge.url("/new/x")).send().unwrap().status(), 200);
     assert_eq!(c.get(edge.url("/bad")).send().unwrap().status(), 404);
     assert_eq!(edge.metric("authedge_config_generation"), 2.0);
-    assert_eq!(edge.metric("authedge_config_reload_total{result=\"error\"}"), 2.0);
-    assert_eq!(edge.metric("authedge_config_reload_total{result=\"success\"}"), 1.0);
+    assert_eq!(
+        edge.metric("authedge_config_reload_total{result=\"error\"}"),
+        2.0
+    );
+    assert_eq!(
+        edge.metric("authedge_config_reload_total{result=\"success\"}"),
+        1.0
+    );
 }
 
 #[test]
@@ -236,11 +287,20 @@ fn metrics_side_port_serves_health_and_readiness() {
     let edge = Edge::start(&config(&up.url(), ""));
     let c = client();
     let base = format!("http://127.0.0.1:{}", edge.metrics_port);
-    assert_eq!(c.get(format!("{base}/healthz")).send().unwrap().status(), 200);
-    assert_eq!(c.get(format!("{base}/readyz")).send().unwrap().status(), 200);
+    assert_eq!(
+        c.get(format!("{base}/healthz")).send().unwrap().status(),
+        200
+    );
+    assert_eq!(
+        c.get(format!("{base}/readyz")).send().unwrap().status(),
+        200
+    );
     assert_eq!(c.get(format!("{base}/nope")).send().unwrap().status(), 404);
     c.get(edge.url("/public")).send().unwrap();
-    edge.wait_metric("authedge_request_duration_seconds_count{route=\"public\"}", 1.0);
+    edge.wait_metric(
+        "authedge_request_duration_seconds_count{route=\"public\"}",
+        1.0,
+    );
     let m = edge.metrics();
     for name in [
         "authedge_requests_total{mode=\"public\",outcome=\"allow\",reason=\"\",route=\"public\"} 1",

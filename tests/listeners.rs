@@ -11,15 +11,36 @@ fn self_signed(dir: &std::path::Path) -> (String, String) {
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
     let st = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
         .arg(&cert)
         .output()
         .expect("openssl (Debian package openssl) is needed for the TLS test");
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     (cert.display().to_string(), key.display().to_string())
 }
 
@@ -38,13 +59,23 @@ routes: [ {{ path: /, upstream: echo, public: true }} ]
     ));
     let c = reqwest::blocking::Client::builder()
         .no_proxy()
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap())
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap(),
+        )
         .build()
         .unwrap();
-    let v = echo_json(c.get(format!("https://localhost:{}/x", edge.port)).send().unwrap());
+    let v = echo_json(
+        c.get(format!("https://localhost:{}/x", edge.port))
+            .send()
+            .unwrap(),
+    );
     assert_eq!(v["headers"]["x-forwarded-proto"], "https");
     // Plain HTTP on the TLS port is not served.
-    assert!(client().get(edge.url("/x")).send().map(|r| r.status() != 200).unwrap_or(true));
+    assert!(client()
+        .get(edge.url("/x"))
+        .send()
+        .map(|r| r.status() != 200)
+        .unwrap_or(true));
 }
 
 #[test]
@@ -65,7 +96,8 @@ routes: [ {{ path: /, upstream: sock, public: true }} ]
     assert_eq!(v["path"], "/via-tcp");
     // Unix socket in, unix socket out.
     let mut s = std::os::unix::net::UnixStream::connect(edge.dir.path().join("edge.sock")).unwrap();
-    s.write_all(b"GET /via-unix HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(b"GET /via-unix HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");

@@ -26,10 +26,17 @@ routes:
         .send()
         .unwrap();
     c.get(edge.url("/missing")).send().unwrap();
-    let access = |log: &str| log.lines().filter(|l| l.contains("authedge::access")).count();
+    let access = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("authedge::access"))
+            .count()
+    };
     wait_for(|| access(&edge.stdout()) >= 2, "two access log lines");
     let log = edge.stdout();
-    assert!(!log.contains(secret), "a credential reached the log:\n{log}");
+    assert!(
+        !log.contains(secret),
+        "a credential reached the log:\n{log}"
+    );
     let lines: Vec<serde_json::Value> = log
         .lines()
         .filter(|l| l.contains("authedge::access"))

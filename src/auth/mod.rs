@@ -110,7 +110,11 @@ pub struct Denial {
 
 impl Denial {
     pub fn new(status: StatusCode, reason: DenyReason) -> Self {
-        Denial { status, reason, headers: Vec::new() }
+        Denial {
+            status,
+            reason,
+            headers: Vec::new(),
+        }
     }
 
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
@@ -133,8 +137,14 @@ impl Reply {
         Reply {
             status,
             headers: vec![
-                (http::header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
-                (http::header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                (
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                ),
+                (
+                    http::header::CACHE_CONTROL,
+                    HeaderValue::from_static("no-store"),
+                ),
             ],
             body: body.into(),
         }
@@ -206,7 +216,10 @@ pub type Chain = Vec<Arc<dyn AuthFilter>>;
 
 /// Walk a chain: the first outcome that is not `NotApplicable` wins, with the index of the filter
 /// that gave it. When none applies: 401 with every filter's challenge.
-pub async fn run_chain(chain: &[Arc<dyn AuthFilter>], req: &RequestView<'_>) -> (Outcome, Option<usize>) {
+pub async fn run_chain(
+    chain: &[Arc<dyn AuthFilter>],
+    req: &RequestView<'_>,
+) -> (Outcome, Option<usize>) {
     for (i, f) in chain.iter().enumerate() {
         match f.check(req).await {
             Outcome::NotApplicable => continue,
@@ -228,7 +241,9 @@ pub async fn run_chain(chain: &[Arc<dyn AuthFilter>], req: &RequestView<'_>) -> 
 /// Authorization header, or a Bearer header that is empty or not visible ASCII.
 pub fn bearer_token<'a>(headers: &'a HeaderMap) -> Result<Option<&'a str>, DenyReason> {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
-    let Some(first) = values.next() else { return Ok(None) };
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
     if values.next().is_some() {
         return Err(DenyReason::MultipleCredentials);
     }
@@ -236,7 +251,9 @@ pub fn bearer_token<'a>(headers: &'a HeaderMap) -> Result<Option<&'a str>, DenyR
     if raw.len() < 7 || !raw[..7].eq_ignore_ascii_case(b"bearer ") {
         return Ok(None);
     }
-    let token = std::str::from_utf8(&raw[7..]).map_err(|_| DenyReason::Malformed)?.trim();
+    let token = std::str::from_utf8(&raw[7..])
+        .map_err(|_| DenyReason::Malformed)?
+        .trim();
     if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(DenyReason::Malformed);
     }
@@ -250,7 +267,10 @@ mod tests {
     fn hm(values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for v in values {
-            h.append(http::header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+            h.append(
+                http::header::AUTHORIZATION,
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
@@ -262,7 +282,10 @@ mod tests {
         assert_eq!(bearer_token(&hm(&["Bearer abc"])), Ok(Some("abc")));
         assert_eq!(bearer_token(&hm(&["bearer  abc "])), Ok(Some("abc")));
         assert_eq!(bearer_token(&hm(&["Bearer "])), Err(DenyReason::Malformed));
-        assert_eq!(bearer_token(&hm(&["Bearer a", "Bearer b"])), Err(DenyReason::MultipleCredentials));
+        assert_eq!(
+            bearer_token(&hm(&["Bearer a", "Bearer b"])),
+            Err(DenyReason::MultipleCredentials)
+        );
     }
 
     #[derive(Debug)]
@@ -296,8 +319,9 @@ mod tests {
     async fn chain_first_applicable_wins_and_default_is_401() {
         let h = HeaderMap::new();
         let na: Arc<dyn AuthFilter> = Arc::new(Fixed(|| Outcome::NotApplicable));
-        let deny: Arc<dyn AuthFilter> =
-            Arc::new(Fixed(|| Outcome::deny(StatusCode::FORBIDDEN, DenyReason::Forbidden)));
+        let deny: Arc<dyn AuthFilter> = Arc::new(Fixed(|| {
+            Outcome::deny(StatusCode::FORBIDDEN, DenyReason::Forbidden)
+        }));
         let (o, i) = run_chain(&[na.clone(), deny.clone(), na.clone()], &view(&h)).await;
         assert!(matches!(o, Outcome::Deny(ref d) if d.status == StatusCode::FORBIDDEN));
         assert_eq!(i, Some(1));

@@ -19,7 +19,10 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem { path: path.into(), message: message.into() }
+        Problem {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -69,7 +72,11 @@ pub fn parse(text: &str) -> Result<schema::FileConfig, Problems> {
         let msg = e.into_inner().to_string();
         // The YAML error may repeat (part of) the path as a prefix; keep it once.
         let msg = match msg.split_once(": ") {
-            Some((head, rest)) if !head.contains(' ') && (path.starts_with(head) || head == ".") => rest.to_string(),
+            Some((head, rest))
+                if !head.contains(' ') && (path.starts_with(head) || head == ".") =>
+            {
+                rest.to_string()
+            }
             _ => msg,
         };
         Problems(vec![Problem::new(path, msg)])
@@ -78,8 +85,12 @@ pub fn parse(text: &str) -> Result<schema::FileConfig, Problems> {
 
 /// Read and parse a file.
 pub fn read(path: &Path) -> Result<schema::FileConfig, Problems> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Problems(vec![Problem::new("", format!("cannot read {}: {e}", path.display()))]))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Problems(vec![Problem::new(
+            "",
+            format!("cannot read {}: {e}", path.display()),
+        )])
+    })?;
     parse(&text)
 }
 

@@ -66,7 +66,9 @@ impl Default for ServerConfig {
 }
 
 fn default_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 fn default_grace() -> u64 {
     5
@@ -132,7 +134,11 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, level: default_level(), access: true }
+        LogConfig {
+            format: LogFormat::Text,
+            level: default_level(),
+            access: true,
+        }
     }
 }
 

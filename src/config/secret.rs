@@ -33,7 +33,10 @@ impl<'de> Deserialize<'de> for SecretSource {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("{value: ...}, {env: NAME} or {file: /path}")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<SecretSource, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<SecretSource, A::Error> {
                 let mut found = None;
                 while let Some(k) = m.next_key::<String>()? {
                     let v: String = m.next_value()?;
@@ -44,7 +47,10 @@ impl<'de> Deserialize<'de> for SecretSource {
                 }
                 found.ok_or_else(|| A::Error::custom("give exactly one of value, env or file"))
             }
-            fn visit_enum<A: serde::de::EnumAccess<'de>>(self, e: A) -> Result<SecretSource, A::Error> {
+            fn visit_enum<A: serde::de::EnumAccess<'de>>(
+                self,
+                e: A,
+            ) -> Result<SecretSource, A::Error> {
                 let (tag, variant): (String, _) = e.variant()?;
                 let v: String = variant.newtype_variant()?;
                 source(&tag, v).ok_or_else(|| A::Error::unknown_variant(&tag, KINDS))
@@ -89,7 +95,8 @@ impl SecretSource {
                 .map_err(|_| format!("environment variable {name} is not set or not UTF-8"))?
                 .into_bytes(),
             SecretSource::File(path) => {
-                let mut b = std::fs::read(path).map_err(|e| format!("cannot read secret file {path}: {e}"))?;
+                let mut b = std::fs::read(path)
+                    .map_err(|e| format!("cannot read secret file {path}: {e}"))?;
                 while matches!(b.last(), Some(b'\n' | b'\r')) {
                     b.pop();
                 }
@@ -121,8 +128,14 @@ mod tests {
         assert_eq!(fs.resolve().unwrap().expose(), b"from-file");
 
         let missing = SecretSource::Env("AUTHEDGE_TEST_SURELY_UNSET_VAR".into());
-        assert!(missing.resolve().unwrap_err().contains("AUTHEDGE_TEST_SURELY_UNSET_VAR"));
-        assert_eq!(SecretSource::Value(String::new()).resolve().unwrap_err(), "secret is empty");
+        assert!(missing
+            .resolve()
+            .unwrap_err()
+            .contains("AUTHEDGE_TEST_SURELY_UNSET_VAR"));
+        assert_eq!(
+            SecretSource::Value(String::new()).resolve().unwrap_err(),
+            "secret is empty"
+        );
     }
 
     #[test]
@@ -136,7 +149,9 @@ mod tests {
         }
         let f: Vec<F> = serde_norway::from_str("- {type: x, secret: {env: K}}").unwrap();
         assert!(matches!(&f[0], F::X { secret: SecretSource::Env(k) } if k == "K"));
-        assert!(serde_norway::from_str::<Vec<F>>("- {type: x, secret: {value: a, file: b}}").is_err());
+        assert!(
+            serde_norway::from_str::<Vec<F>>("- {type: x, secret: {value: a, file: b}}").is_err()
+        );
         assert!(serde_norway::from_str::<Vec<F>>("- {type: x, secret: {valu: a}}").is_err());
     }
 
@@ -146,7 +161,10 @@ mod tests {
         assert!(matches!(s, SecretSource::Env(ref n) if n == "FOO"));
         let s: SecretSource = serde_norway::from_str("{file: /run/k}").unwrap();
         assert!(matches!(s, SecretSource::File(_)));
-        let e = serde_norway::from_str::<SecretSource>("{env: A, file: B}").err().unwrap().to_string();
+        let e = serde_norway::from_str::<SecretSource>("{env: A, file: B}")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("exactly one"), "{e}");
         assert!(serde_norway::from_str::<SecretSource>("plain").is_err());
         let s: SecretSource = serde_norway::from_str("!value abc").unwrap();

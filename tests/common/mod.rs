@@ -209,7 +209,8 @@ impl Edge {
         let config = dir.path().join("config.yaml");
         let port = free_port();
         let metrics_port = free_port();
-        std::fs::write(&config, render(yaml, port, metrics_port, dir.path())).expect("write config");
+        std::fs::write(&config, render(yaml, port, metrics_port, dir.path()))
+            .expect("write config");
         let mut cmd = Command::new(bin());
         cmd.arg("run").arg("--config").arg(&config);
         cmd.env("RUST_LOG", "warn");
@@ -217,8 +218,18 @@ impl Edge {
             cmd.env(k, v);
         }
         let log = std::fs::File::create(dir.path().join("stdout.log")).expect("log file");
-        let child = cmd.stdout(log).stderr(Stdio::inherit()).spawn().expect("start authedge");
-        let mut edge = Edge { port, metrics_port, dir, config, child };
+        let child = cmd
+            .stdout(log)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start authedge");
+        let mut edge = Edge {
+            port,
+            metrics_port,
+            dir,
+            config,
+            child,
+        };
         edge.wait_up();
         edge
     }
@@ -231,7 +242,11 @@ impl Edge {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("authedge exited early with {status}");
             }
-            let metrics_up = c.get(&url).send().map(|r| r.status().is_success()).unwrap_or(false);
+            let metrics_up = c
+                .get(&url)
+                .send()
+                .map(|r| r.status().is_success())
+                .unwrap_or(false);
             let proxy_up = TcpStream::connect(("127.0.0.1", self.port)).is_ok();
             if metrics_up && proxy_up {
                 return;
@@ -253,7 +268,15 @@ impl Edge {
     pub fn wait_ready(&self) {
         let c = client();
         let url = format!("http://127.0.0.1:{}/readyz", self.metrics_port);
-        wait_for(|| c.get(&url).send().map(|r| r.status() == 200).unwrap_or(false), "/readyz");
+        wait_for(
+            || {
+                c.get(&url)
+                    .send()
+                    .map(|r| r.status() == 200)
+                    .unwrap_or(false)
+            },
+            "/readyz",
+        );
     }
 
     pub fn metrics(&self) -> String {
@@ -283,7 +306,11 @@ impl Edge {
 
     fn write_config(&self, yaml: &str) {
         let tmp = self.dir.path().join("config.yaml.tmp");
-        std::fs::write(&tmp, render(yaml, self.port, self.metrics_port, self.dir.path())).expect("write");
+        std::fs::write(
+            &tmp,
+            render(yaml, self.port, self.metrics_port, self.dir.path()),
+        )
+        .expect("write");
         std::fs::rename(&tmp, &self.config).expect("rename");
     }
 
@@ -292,7 +319,10 @@ impl Edge {
         let before = self.metric("authedge_config_generation");
         self.write_config(yaml);
         self.sighup();
-        wait_for(|| self.metric("authedge_config_generation") > before, "config generation to rise");
+        wait_for(
+            || self.metric("authedge_config_generation") > before,
+            "config generation to rise",
+        );
     }
 
     /// Rewrite the config with a broken one, SIGHUP, and wait until the reload error counter rises.
@@ -301,7 +331,10 @@ impl Edge {
         let before = self.metric(series);
         self.write_config(yaml);
         self.sighup();
-        wait_for(|| self.metric(series) > before, "reload error counter to rise");
+        wait_for(
+            || self.metric(series) > before,
+            "reload error counter to rise",
+        );
     }
 
     /// What the edge wrote to stdout so far (its log).

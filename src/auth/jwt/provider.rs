@@ -87,8 +87,7 @@ pub fn build(
             );
             return None;
         }
-        Some(secret) => match keys::hmac_keys(secret, hmac_algs.to_vec()).map(|k| (k, secret))
-        {
+        Some(secret) => match keys::hmac_keys(secret, hmac_algs.to_vec()).map(|k| (k, secret)) {
             Ok((set, source)) => {
                 let digest = source
                     .resolve()
