@@ -450,33 +450,6 @@ fn is_tls(session: &Session) -> bool {
         .unwrap_or(false)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ip_values() {
-        for ip in [
-            "0.0.0.0",
-            "1.2.3.4",
-            "10.100.9.255",
-            "255.255.255.255",
-            "::1",
-            "2001:db8::7",
-        ] {
-            let v = ip_value(ip.parse().unwrap()).unwrap();
-            assert_eq!(v.to_str().unwrap(), ip);
-        }
-    }
-
-    #[test]
-    fn hex() {
-        let mut b = [0u8; 8];
-        hex_into(&mut b, 0xdead_beef);
-        assert_eq!(&b, b"deadbeef");
-    }
-}
-
 #[async_trait]
 impl ProxyHttp for Edge {
     type CTX = Ctx;
@@ -642,5 +615,32 @@ impl ProxyHttp for Edge {
                 client = ?ctx.client_ip,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_values() {
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.100.9.255",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let v = ip_value(ip.parse().unwrap()).unwrap();
+            assert_eq!(v.to_str().unwrap(), ip);
+        }
+    }
+
+    #[test]
+    fn hex() {
+        let mut b = [0u8; 8];
+        hex_into(&mut b, 0xdead_beef);
+        assert_eq!(&b, b"deadbeef");
     }
 }

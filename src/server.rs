@@ -81,14 +81,16 @@ pub fn run(path: PathBuf) -> Result<(), String> {
     metrics.generation.set(1);
     metrics.reloads.with_label_values(&["success"]);
 
-    let mut conf = ServerConf::default();
-    conf.threads = snap.server.threads;
-    conf.work_stealing = snap.server.work_stealing;
-    conf.grace_period_seconds = Some(snap.server.grace_period_seconds);
-    conf.graceful_shutdown_timeout_seconds = Some(snap.server.grace_period_seconds);
-    conf.pid_file = snap.server.pid_file.clone();
-    conf.upgrade_sock = snap.server.upgrade_sock.clone();
-    conf.upstream_keepalive_pool_size = snap.server.upstream_keepalive_pool_size;
+    let conf = ServerConf {
+        threads: snap.server.threads,
+        work_stealing: snap.server.work_stealing,
+        grace_period_seconds: Some(snap.server.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(snap.server.grace_period_seconds),
+        pid_file: snap.server.pid_file.clone(),
+        upgrade_sock: snap.server.upgrade_sock.clone(),
+        upstream_keepalive_pool_size: snap.server.upstream_keepalive_pool_size,
+        ..ServerConf::default()
+    };
     let listeners = snap.listeners.clone();
     let metrics_cfg = snap.metrics.clone();
     let (routes, generation) = (snap.routes.len(), snap.generation);

@@ -239,7 +239,7 @@ pub async fn run_chain(
 ///
 /// `Ok(None)`: no Authorization header or another scheme (not my kind). `Err`: more than one
 /// Authorization header, or a Bearer header that is empty or not visible ASCII.
-pub fn bearer_token<'a>(headers: &'a HeaderMap) -> Result<Option<&'a str>, DenyReason> {
+pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, DenyReason> {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let Some(first) = values.next() else {
         return Ok(None);

@@ -406,9 +406,9 @@ async fn secret_and_public_keys_for_one_issuer_in_a_full_config() {
             .replace("{value: ", "{value: x, env: Y, file: ")
             .replace(secret, "z"),
     );
-    let problems = bad
-        .err()
-        .expect("a secret with several sources is refused when parsed");
+    let Err(problems) = bad else {
+        panic!("a secret with several sources is refused when parsed")
+    };
     assert!(
         problems
             .to_string()
