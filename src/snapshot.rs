@@ -126,7 +126,9 @@ impl Snapshot {
     }
 }
 
-fn header_name(value: &str, path: &str, problems: &mut Problems) -> Option<HeaderName> {
+/// Parse a configured header name; an empty string means "disabled" (`None`), a bad name is a
+/// problem at `path`.
+pub(crate) fn header_name(value: &str, path: &str, problems: &mut Problems) -> Option<HeaderName> {
     if value.is_empty() {
         return None;
     }

@@ -33,6 +33,7 @@ use zeroize::Zeroizing;
 
 use crate::auth::{AuthFilter, Endpoint};
 use crate::config::Problems;
+use crate::snapshot::header_name;
 use crate::snapshot::Warm;
 use crate::tokens::aead::{valid_key_id, Keyring, MIN_SECRET};
 
@@ -113,19 +114,6 @@ fn check_endpoint_path(p: &str, key: &str, problems: &mut Problems) {
         .unwrap_or(false);
     if !p.starts_with('/') || !canonical || p.contains(['?', '#']) {
         problems.push(key, format!("{p:?} must be an absolute canonical path (no dot segments, doubled slashes or query)"));
-    }
-}
-
-fn header_name(v: &str, key: &str, problems: &mut Problems) -> Option<HeaderName> {
-    if v.is_empty() {
-        return None;
-    }
-    match HeaderName::from_bytes(v.as_bytes()) {
-        Ok(n) => Some(n),
-        Err(_) => {
-            problems.push(key, format!("{v:?} is not a valid header name"));
-            None
-        }
     }
 }
 
