@@ -59,8 +59,9 @@ pub fn canonical_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if simple {
         return Ok(Cow::Borrowed(raw));
     }
-    // Decode unreserved escapes, normalise the others.
-    let mut decoded = String::with_capacity(raw.len());
+    // Decode unreserved escapes, normalise the others. Bytes, not chars: the raw path may hold
+    // UTF-8 sequences, which are copied through unchanged.
+    let mut decoded: Vec<u8> = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -76,24 +77,32 @@ pub fn canonical_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
                 return Err(PathError::Forbidden);
             }
             if is_unreserved(v) {
-                decoded.push(v as char);
+                decoded.push(v);
             } else {
-                decoded.push('%');
-                decoded.push(bytes[i + 1].to_ascii_uppercase() as char);
-                decoded.push(bytes[i + 2].to_ascii_uppercase() as char);
+                decoded.push(b'%');
+                decoded.push(bytes[i + 1].to_ascii_uppercase());
+                decoded.push(bytes[i + 2].to_ascii_uppercase());
             }
             i += 3;
         } else {
-            decoded.push(b as char);
+            decoded.push(b);
             i += 1;
         }
     }
+    let decoded = String::from_utf8(decoded).map_err(|_| PathError::Forbidden)?;
     // Resolve segments.
     let mut out: Vec<&str> = Vec::new();
     let segments: Vec<&str> = decoded.split('/').collect();
     let last = segments.len() - 1;
     let mut trailing_slash = false;
     for (idx, seg) in segments.iter().enumerate() {
+        // `..;x` and `.;x`: servlet containers drop `;parameters` and then resolve the dot
+        // segment, so the edge and the upstream would disagree on the path. Refused.
+        if let Some((base, _)) = seg.split_once(';') {
+            if base == "." || base == ".." {
+                return Err(PathError::Forbidden);
+            }
+        }
         match *seg {
             "" | "." => trailing_slash = idx == last && idx != 0,
             ".." => {
@@ -194,7 +203,7 @@ impl Router {
     pub fn lookup(&self, host: Option<&str>, method: &Method, path: &str) -> Match {
         if !self.by_host.is_empty() {
             if let Some(h) = host {
-                let h = strip_port(h);
+                let h = host_key(h);
                 let table = if h.bytes().any(|b| b.is_ascii_uppercase()) {
                     self.by_host.get(&h.to_ascii_lowercase())
                 } else {
@@ -271,6 +280,12 @@ fn methods_overlap(a: &[Method], b: &[Method]) -> bool {
     a.is_empty() || b.is_empty() || a.iter().any(|m| b.contains(m))
 }
 
+/// The host without port and without one trailing dot (`example.com.` names the same host).
+fn host_key(h: &str) -> &str {
+    let h = strip_port(h);
+    h.strip_suffix('.').unwrap_or(h)
+}
+
 fn strip_port(h: &str) -> &str {
     if let Some(rest) = h.strip_prefix('[') {
         // "[v6]" or "[v6]:port"; an unclosed bracket is left as it is (and matches no host).
@@ -308,6 +323,16 @@ mod tests {
         ];
         for (raw, want) in ok {
             assert_eq!(canonical_path(raw).unwrap(), *want, "{raw}");
+        }
+        assert_eq!(canonical_path("/caf\u{e9}/./x").unwrap(), "/caf\u{e9}/x");
+        assert_eq!(canonical_path("/a;b/../c").unwrap(), "/c");
+        for bad in [
+            "/public/..;/admin",
+            "/public/.;/admin",
+            "/..;x",
+            "/a/%2e%2e;/b",
+        ] {
+            assert!(canonical_path(bad).is_err(), "{bad} should be refused");
         }
         for bad in [
             "/private%2Fx",

@@ -51,7 +51,18 @@ impl Warm {
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
             .timeout(std::time::Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::limited(3))
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                // Key fetches never follow a redirect from https down to plain http.
+                let downgrade = attempt.url().scheme() != "https"
+                    && attempt.previous().iter().any(|u| u.scheme() == "https");
+                if downgrade {
+                    attempt.error("redirect from https to http refused")
+                } else if attempt.previous().len() > 3 {
+                    attempt.error("too many redirects")
+                } else {
+                    attempt.follow()
+                }
+            }))
             .user_agent(concat!("authedge/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build HTTP client: {e}"))?;
@@ -278,7 +289,11 @@ pub async fn compile(
                 ),
             }
         }
-        let host = r.host.as_ref().map(|h| h.to_ascii_lowercase());
+        // Lower case, without a trailing dot (as requests are looked up).
+        let host = r
+            .host
+            .as_ref()
+            .map(|h| h.trim_end_matches('.').to_ascii_lowercase());
         let up = upstreams.get(&r.upstream).cloned();
         if up.is_none() && !cfg.upstreams.contains_key(&r.upstream) {
             problems.push(

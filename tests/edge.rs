@@ -88,6 +88,8 @@ fn path_tricks_are_canonicalised_or_refused() {
         ("/public%2F..%2Fprivate", "400"),
         ("/public%5c..%5cprivate", "400"),
         ("/public%00", "400"),
+        ("/public/..;/private", "400"),
+        ("/public/.;/private", "400"),
     ] {
         let resp = raw(
             edge.port,

@@ -353,6 +353,9 @@ impl JwtFilter {
             (Some(Keys::Remote(c)), Some(kid)) => {
                 c.current().map(|s| s.has_kid(kid)).unwrap_or(false)
             }
+            // Without a kid the entry cannot be tied to a published key: a rotated-out key
+            // would keep verifying it. Such tokens are checked in full every time.
+            (Some(Keys::Remote(_)), None) => false,
             (Some(_), _) => true,
             (None, _) => false,
         }

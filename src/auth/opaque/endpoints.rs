@@ -325,6 +325,15 @@ impl Endpoint for RevokeEndpoint {
         if req.method != Method::POST {
             return method_not_allowed();
         }
+        // The same per-client limit as logins: each revocation is kept until the token expires,
+        // so an unlimited revoke endpoint would let one client fill the revocation list.
+        if let Err(wait) = self
+            .realm
+            .login_client_limit
+            .check(&client_key(req.client_ip))
+        {
+            return too_many(wait);
+        }
         match token_from(req) {
             Ok(Some(t)) => revoke_token(&self.realm, &t).unwrap_or_else(|| {
                 json_reply(StatusCode::OK, serde_json::json!({ "revoked": false }))
