@@ -264,14 +264,25 @@ pub fn compile(
     problems: &mut Problems,
 ) -> UserDb {
     let mut db = UserDb::default();
-    let mut first_params = None;
+    // The dummy hash (verified for unknown users) takes the costliest parameters in the realm,
+    // so an unknown username is never faster to refuse than a known one.
+    let mut costliest_params: Option<Params> = None;
     for (e, h) in entries.iter().zip(hashes) {
         let Some(h) = h else { continue };
         let u = &e.cfg;
-        if first_params.is_none() {
-            first_params = PasswordHash::new(h)
-                .ok()
-                .and_then(|p| Params::try_from(&p).ok());
+        if let Some(p) = PasswordHash::new(h)
+            .ok()
+            .and_then(|p| Params::try_from(&p).ok())
+        {
+            let cost =
+                |p: &Params| u64::from(p.m_cost()) * u64::from(p.t_cost()) * u64::from(p.p_cost());
+            if costliest_params
+                .as_ref()
+                .map(|f| cost(&p) > cost(f))
+                .unwrap_or(true)
+            {
+                costliest_params = Some(p);
+            }
         }
         let user_value = if user_header {
             match HeaderValue::from_bytes(u.username.as_bytes()) {
@@ -304,7 +315,7 @@ pub fn compile(
         db.by_id.insert(user.id.clone(), user.clone());
         db.by_name.insert(user.username.clone(), user);
     }
-    db.dummy_hash = dummy_hash(&first_params.unwrap_or_default());
+    db.dummy_hash = dummy_hash(&costliest_params.unwrap_or_default());
     db
 }
 
