@@ -33,7 +33,9 @@ pub fn check(path: &Path) -> Result<String, Problems> {
     let one = |m: String| Problems(vec![config::Problem::new("", m)]);
     let rt = control_runtime().map_err(one)?;
     let metrics = Arc::new(Metrics::new().map_err(|e| one(e.to_string()))?);
-    let warm = Warm::new(rt.handle().clone(), metrics, true).map_err(one)?;
+    let warm = Warm::new(rt.handle().clone(), metrics, true)
+        .map_err(one)?
+        .with_config_dir(path);
     let snap = rt.block_on(config::load(path, &warm, 1))?;
     let upstreams: std::collections::HashSet<&str> = snap
         .routes
@@ -73,7 +75,8 @@ pub fn run(path: PathBuf) -> Result<(), String> {
     }
     let rt = control_runtime()?;
     let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
-    let warm = Arc::new(Warm::new(rt.handle().clone(), metrics.clone(), false)?);
+    let warm =
+        Arc::new(Warm::new(rt.handle().clone(), metrics.clone(), false)?.with_config_dir(&path));
     let snap: Snapshot = rt
         .block_on(config::load(&path, &warm, 1))
         .map_err(|p| p.to_string())?;

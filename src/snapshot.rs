@@ -31,6 +31,8 @@ pub struct Warm {
     pub metrics: Arc<Metrics>,
     /// `check` builds without side effects (no file rewrites, no background refresh).
     pub dry_run: bool,
+    /// The config file's directory: relative file names in the config are resolved against it.
+    pub config_dir: Option<std::path::PathBuf>,
     store: Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>,
 }
 
@@ -71,8 +73,25 @@ impl Warm {
             http,
             metrics,
             dry_run,
+            config_dir: None,
             store: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Resolve relative file names in the config against the config file's directory.
+    pub fn with_config_dir(mut self, config_file: &Path) -> Self {
+        self.config_dir = config_file.parent().map(Path::to_path_buf);
+        self
+    }
+
+    /// `name` as given when absolute, else relative to the config file's directory.
+    pub fn resolve_path(&self, name: &str) -> String {
+        match &self.config_dir {
+            Some(dir) if !Path::new(name).is_absolute() && !dir.as_os_str().is_empty() => {
+                dir.join(name).display().to_string()
+            }
+            _ => name.to_string(),
+        }
     }
 
     /// The shared object under `key`, created by `make` the first time. A key names a cache

@@ -85,3 +85,33 @@ fn config_from_the_environment_variable() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn relative_key_files_resolve_next_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jwt");
+    std::fs::copy(fixtures.join("rsa.pub.pem"), dir.path().join("idp.pem")).unwrap();
+    let p = dir.path().join("c.yaml");
+    std::fs::write(
+        &p,
+        "listeners: [ { address: \"127.0.0.1:8080\" } ]\nupstreams: { api: { echo: true } }\nroutes:\n  - path: /\n    upstream: api\n    auth: [ { type: jwt, providers: [ { issuer: \"https://idp\", keys_file: idp.pem } ] } ]\n",
+    )
+    .unwrap();
+    // Run from another directory: the key file is found next to the config, not in the cwd.
+    let out = Command::new(common::bin())
+        .current_dir("/")
+        .arg("check")
+        .arg("--config")
+        .arg(&p)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    std::fs::remove_file(dir.path().join("idp.pem")).unwrap();
+    let (code, text) = check(&p);
+    assert_eq!(code, 1);
+    assert!(
+        text.contains("routes[0].auth[0].providers[0].keys_file"),
+        "{text}"
+    );
+}

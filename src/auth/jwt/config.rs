@@ -85,7 +85,7 @@ pub struct ProviderConfig {
     /// Fetch keys here instead of through discovery.
     #[serde(default)]
     pub jwks_uri: Option<String>,
-    /// Static keys: a PEM public key or a JWK / JWKS JSON file.
+    /// Static keys: a PEM public key or a JWK / JWKS JSON file (relative to the config file).
     #[serde(default)]
     pub keys_file: Option<String>,
     /// An HMAC secret for HS256/384/512 (may be combined with public keys).

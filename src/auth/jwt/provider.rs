@@ -113,6 +113,7 @@ pub fn build(
         return None;
     }
     let keys = if let Some(file) = &p.keys_file {
+        let file = &warm.resolve_path(file);
         match keys::file_keys(file, rsa_algs) {
             Ok(set) => {
                 let digest = std::fs::read(file)
