@@ -206,6 +206,25 @@ impl TokenEndpoint {
     }
 }
 
+/// Every realm endpoint takes POST only and shares the per-client limit of the token endpoint
+/// (revocations are kept until tokens expire, so an unlimited revoke endpoint would let one
+/// client fill the list). `Some` is the answer when the request stops here.
+fn post_within_client_limit(
+    realm: &Realm,
+    req: &RequestView<'_>,
+    on_limited: impl FnOnce(),
+) -> Option<Outcome> {
+    if req.method != Method::POST {
+        return Some(method_not_allowed());
+    }
+    let wait = realm
+        .login_client_limit
+        .check(&client_key(req.client_ip))
+        .err()?;
+    on_limited();
+    Some(too_many(wait))
+}
+
 #[async_trait]
 impl Endpoint for TokenEndpoint {
     fn kind(&self) -> &'static str {
@@ -217,15 +236,11 @@ impl Endpoint for TokenEndpoint {
     }
 
     async fn handle(&self, req: &RequestView<'_>) -> Outcome {
-        if req.method != Method::POST {
-            return method_not_allowed();
-        }
         let realm = &self.realm;
         let m = &realm.logins;
         // The client limit first: one address cannot fill the username table.
-        if let Err(wait) = realm.login_client_limit.check(&client_key(req.client_ip)) {
-            inc(&m.rate_limited);
-            return too_many(wait);
+        if let Some(stop) = post_within_client_limit(realm, req, || inc(&m.rate_limited)) {
+            return stop;
         }
         let Some(creds) = parse_login(req) else {
             inc(&m.malformed);
@@ -322,17 +337,8 @@ impl Endpoint for RevokeEndpoint {
     }
 
     async fn handle(&self, req: &RequestView<'_>) -> Outcome {
-        if req.method != Method::POST {
-            return method_not_allowed();
-        }
-        // The same per-client limit as logins: each revocation is kept until the token expires,
-        // so an unlimited revoke endpoint would let one client fill the revocation list.
-        if let Err(wait) = self
-            .realm
-            .login_client_limit
-            .check(&client_key(req.client_ip))
-        {
-            return too_many(wait);
+        if let Some(stop) = post_within_client_limit(&self.realm, req, || ()) {
+            return stop;
         }
         match token_from(req) {
             Ok(Some(t)) => revoke_token(&self.realm, &t).unwrap_or_else(|| {
@@ -397,12 +403,9 @@ impl Endpoint for AdminEndpoint {
     }
 
     async fn handle(&self, req: &RequestView<'_>) -> Outcome {
-        if req.method != Method::POST {
-            return method_not_allowed();
-        }
         let realm = &self.realm;
-        if let Err(wait) = realm.login_client_limit.check(&client_key(req.client_ip)) {
-            return too_many(wait);
+        if let Some(stop) = post_within_client_limit(realm, req, || ()) {
+            return stop;
         }
         if !self.authorized(req) {
             return Outcome::deny(StatusCode::UNAUTHORIZED, DenyReason::BadCredentials);
