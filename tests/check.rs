@@ -54,9 +54,18 @@ fn a_named_problem_for_an_unknown_upstream() {
 
 #[test]
 fn shipped_configs_pass_check() {
-    let (code, out) = check(&Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/quickstart.yaml"));
-    assert_eq!(code, 0, "{out}");
-    assert!(out.starts_with("ok: "), "{out}");
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(conf).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) == Some("yaml") {
+            let (code, out) = check(&path);
+            assert_eq!(code, 0, "{}: {out}", path.display());
+            assert!(out.starts_with("ok: "), "{out}");
+            seen += 1;
+        }
+    }
+    assert!(seen >= 3, "only {seen} configs in conf/");
 }
 
 #[test]
