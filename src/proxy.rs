@@ -22,7 +22,7 @@ use crate::auth::{run_chain, Denial, DenyReason, Outcome, Reply, RequestView};
 use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::routing::{canonical_path, Match};
-use crate::snapshot::{RouteEntry, Snapshot};
+use crate::snapshot::Snapshot;
 use crate::upstream::UpstreamKind;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -53,6 +53,8 @@ pub struct Ctx {
     identity: Option<Identity>,
     /// Set when the canonical path differs from what the client sent.
     rewritten: Option<String>,
+    /// The TCP peer, read once in `request_filter`.
+    peer: Option<IpAddr>,
     client_ip: Option<IpAddr>,
     mode: &'static str,
     outcome: &'static str,
@@ -218,6 +220,7 @@ impl Edge {
         snap: &Snapshot,
     ) -> Result<Decision> {
         let peer = peer_ip(session);
+        ctx.peer = peer;
         ctx.client_ip = client_ip(snap, peer, session.req_header());
         let raw_path = session.req_header().uri.path();
         let path: Cow<'_, str> = match canonical_path(raw_path) {
@@ -347,15 +350,18 @@ impl Edge {
     }
 
     /// Rewrite the upstream request: canonical path, identity headers, forwarding headers.
-    fn prepare(
-        &self,
-        req: &mut RequestHeader,
-        ctx: &Ctx,
-        snap: &Snapshot,
-        route: &RouteEntry,
-        peer: Option<IpAddr>,
-        tls: bool,
-    ) {
+    /// Everything comes from `ctx` (the snapshot, route and peer `request_filter` settled on);
+    /// a request without a route is left alone.
+    fn prepare(&self, req: &mut RequestHeader, ctx: &Ctx, tls: bool) {
+        let Some((snap, route)) = ctx
+            .snap
+            .as_deref()
+            .zip(ctx.route)
+            .map(|(s, i)| (s, &s.routes[i]))
+        else {
+            return;
+        };
+        let peer = ctx.peer;
         if let Some(p) = &ctx.rewritten {
             let pq = match req.uri.query() {
                 Some(q) => format!("{p}?{q}"),
@@ -464,6 +470,7 @@ impl ProxyHttp for Edge {
             route: None,
             identity: None,
             rewritten: None,
+            peer: None,
             client_ip: None,
             mode: "none",
             outcome: "error",
@@ -484,14 +491,7 @@ impl ProxyHttp for Edge {
                 };
                 if let UpstreamKind::Echo = route.upstream.kind {
                     let mut req = session.req_header().clone();
-                    self.prepare(
-                        &mut req,
-                        ctx,
-                        &snap,
-                        route,
-                        peer_ip(session),
-                        is_tls(session),
-                    );
+                    self.prepare(&mut req, ctx, is_tls(session));
                     let body = Bytes::from(crate::echo::render(&req));
                     let headers = [(
                         header::CONTENT_TYPE,
@@ -524,20 +524,7 @@ impl ProxyHttp for Edge {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let Some(snap) = ctx.snap.clone() else {
-            return Ok(());
-        };
-        let Some(route) = ctx.route.map(|i| &snap.routes[i]) else {
-            return Ok(());
-        };
-        self.prepare(
-            upstream_request,
-            ctx,
-            &snap,
-            route,
-            peer_ip(session),
-            is_tls(session),
-        );
+        self.prepare(upstream_request, ctx, is_tls(session));
         Ok(())
     }
 

@@ -60,6 +60,16 @@ fn rs256(claims: &Value) -> String {
     )
 }
 
+/// A `Warm` as `authedge check` builds it: no background tasks, its own metrics.
+fn dry_warm() -> Warm {
+    Warm::new(
+        tokio::runtime::Handle::current(),
+        Arc::new(Metrics::new().unwrap()),
+        true,
+    )
+    .unwrap()
+}
+
 async fn filter(extra: &str) -> Arc<dyn AuthFilter> {
     try_filter(extra).await.unwrap()
 }
@@ -70,12 +80,7 @@ async fn try_filter(extra: &str) -> Result<Arc<dyn AuthFilter>, crate::config::P
         fixture("rsa.pub.pem")
     );
     let cfg: JwtConfig = serde_norway::from_str(&yaml).unwrap();
-    let warm = Warm::new(
-        tokio::runtime::Handle::current(),
-        Arc::new(Metrics::new().unwrap()),
-        true,
-    )
-    .unwrap();
+    let warm = dry_warm();
     build(&cfg, "routes[0].auth[0]", &warm).await
 }
 
@@ -171,12 +176,7 @@ async fn secret_provider_rejects_rs_and_short_secrets() {
     let secret = "0123456789abcdef0123456789abcdef";
     let yaml = format!("providers:\n  - issuer: {ISS}\n    secret: {{value: {secret}}}\n");
     let cfg: JwtConfig = serde_norway::from_str(&yaml).unwrap();
-    let warm = Warm::new(
-        tokio::runtime::Handle::current(),
-        Arc::new(Metrics::new().unwrap()),
-        true,
-    )
-    .unwrap();
+    let warm = dry_warm();
     let f = build(&cfg, "r", &warm).await.unwrap();
     let body = claims().to_string();
     let good = sign_raw(
@@ -213,12 +213,7 @@ async fn algorithm_allow_list_and_es256() {
         fixture("rsa.pub.pem"),
         fixture("ec.pub.pem")
     );
-    let warm = Warm::new(
-        tokio::runtime::Handle::current(),
-        Arc::new(Metrics::new().unwrap()),
-        true,
-    )
-    .unwrap();
+    let warm = dry_warm();
     let cfg: JwtConfig = serde_norway::from_str(&yaml).unwrap();
     let f = build(&cfg, "r", &warm).await.unwrap();
     let ec = EncodingKey::from_ec_pem(&read("ec.key")).unwrap();
@@ -287,12 +282,7 @@ async fn kid_of_one_issuer_never_verifies_another() {
         dir.path().join("a.json").display(),
         dir.path().join("b.json").display()
     );
-    let warm = Warm::new(
-        tokio::runtime::Handle::current(),
-        Arc::new(Metrics::new().unwrap()),
-        true,
-    )
-    .unwrap();
+    let warm = dry_warm();
     let f = build(&serde_norway::from_str(&yaml).unwrap(), "r", &warm)
         .await
         .unwrap();
@@ -330,12 +320,7 @@ async fn kid_of_one_issuer_never_verifies_another() {
 
 #[tokio::test]
 async fn config_problems_name_their_key_path() {
-    let warm = Warm::new(
-        tokio::runtime::Handle::current(),
-        Arc::new(Metrics::new().unwrap()),
-        true,
-    )
-    .unwrap();
+    let warm = dry_warm();
     let yaml = String::from(
         "providers:\n  - issuer: http://op.example\n  - issuer: x\n    keys_file: /nonexistent\n  - issuer: y\n    jwks_uri: https://y/jwks\n    keys_file: /x\n  - issuer: https://op.example/\naudience: []\nalgorithms: [none, RS256]\nclaim_headers: {a: Host, b: 'bad name'}\nscopes: ['two words']\n",
     );
@@ -378,12 +363,7 @@ async fn secret_and_public_keys_for_one_issuer_in_a_full_config() {
     let crate::config::schema::FilterConfig::Jwt(j) = &cfg.routes[0].auth[0] else {
         panic!("not a jwt filter")
     };
-    let warm = Warm::new(
-        tokio::runtime::Handle::current(),
-        Arc::new(Metrics::new().unwrap()),
-        true,
-    )
-    .unwrap();
+    let warm = dry_warm();
     let f = build(j, "routes[0].auth[0]", &warm).await.unwrap();
     let body = claims().to_string();
     let hs = sign_raw(
@@ -423,12 +403,7 @@ async fn eddsa_tokens_verify_against_an_ed25519_key() {
         "providers:\n  - issuer: {ISS}\n    keys_file: {}\n",
         fixture("ed25519.pub.pem")
     );
-    let warm = Warm::new(
-        tokio::runtime::Handle::current(),
-        Arc::new(Metrics::new().unwrap()),
-        true,
-    )
-    .unwrap();
+    let warm = dry_warm();
     let f = build(&serde_norway::from_str(&yaml).unwrap(), "r", &warm)
         .await
         .unwrap();
