@@ -3,21 +3,43 @@
 //! The edge owns a set of identity header names. Client copies of them, in any case and with `_`
 //! or `-`, are removed from every request on every route (public ones included) before the
 //! headers of the current identity are set.
+//!
+//! Both steps work on a plain `http::HeaderMap` (the proxy hands over the upstream request's map
+//! without Pingora's case-preserving shadow map), and an `Identity` carries ready header values,
+//! so setting it costs map inserts and reference-count increments, not allocations.
 
-use http::{HeaderName, HeaderValue};
-use pingora_http::RequestHeader;
+use http::{HeaderMap, HeaderName, HeaderValue};
 
-/// The identity a filter established.
+/// The identity a filter established, as the header values the upstream will see. A field that
+/// could not be a header value (control characters) is `None` and is not sent.
 #[derive(Debug, Clone, Default)]
 pub struct Identity {
-    pub subject: String,
-    pub issuer: Option<String>,
+    pub subject: Option<HeaderValue>,
+    pub issuer: Option<HeaderValue>,
     pub mode: &'static str,
-    /// Scopes (jwt) or roles (opaque).
-    pub scopes: Vec<String>,
+    /// Scopes (jwt) or roles (opaque), separated by spaces; `None` when there are none.
+    pub scopes: Option<HeaderValue>,
     /// Further headers the filter computed (claims mapped to headers, `X-User`, ...). Their names
     /// are listed by the filter's `identity_headers()` so the edge strips client copies.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Identity {
+    /// The space-separated header value of a list of scopes or roles (`None` when empty or not
+    /// a valid header value).
+    pub fn join_scopes<S: AsRef<str>>(scopes: &[S]) -> Option<HeaderValue> {
+        if scopes.is_empty() {
+            return None;
+        }
+        let mut s = String::with_capacity(scopes.iter().map(|x| x.as_ref().len() + 1).sum());
+        for (i, x) in scopes.iter().enumerate() {
+            if i > 0 {
+                s.push(' ');
+            }
+            s.push_str(x.as_ref());
+        }
+        HeaderValue::from_str(&s).ok()
+    }
 }
 
 /// Header names for the standard identity fields; `None` disables one.
@@ -87,46 +109,40 @@ impl HeaderInjector {
     }
 
     /// Remove every owned header from the request, in all its spellings.
-    pub fn strip(&self, req: &mut RequestHeader) {
-        let doomed: Vec<HeaderName> = req
-            .headers
+    pub fn strip(&self, headers: &mut HeaderMap) {
+        // Almost every request carries none: look before collecting anything.
+        if !headers.keys().any(|k| self.is_owned(k.as_str().as_bytes())) {
+            return;
+        }
+        let doomed: Vec<HeaderName> = headers
             .keys()
             .filter(|k| self.is_owned(k.as_str().as_bytes()))
             .cloned()
             .collect();
         for name in doomed {
-            req.remove_header(&name);
+            headers.remove(&name);
         }
     }
 
     /// Set the identity's headers (after `strip`).
-    pub fn inject(&self, req: &mut RequestHeader, id: &Identity) {
+    pub fn inject(&self, headers: &mut HeaderMap, id: &Identity) {
         let s = &self.standard;
-        if let Some(n) = &s.subject {
-            set(req, n, &id.subject);
-        }
-        if let (Some(n), Some(iss)) = (&s.issuer, &id.issuer) {
-            set(req, n, iss);
-        }
-        if let Some(n) = &s.mode {
-            let _ = req.insert_header(n.clone(), HeaderValue::from_static(id.mode));
-        }
-        if let Some(n) = &s.scopes {
-            if !id.scopes.is_empty() {
-                set(req, n, &id.scopes.join(" "));
+        let pairs = [
+            (&s.subject, id.subject.as_ref()),
+            (&s.issuer, id.issuer.as_ref()),
+            (&s.scopes, id.scopes.as_ref()),
+        ];
+        for (name, value) in pairs {
+            if let (Some(n), Some(v)) = (name, value) {
+                headers.insert(n.clone(), v.clone());
             }
         }
-        for (n, v) in &id.headers {
-            let _ = req.insert_header(n.clone(), v.clone());
+        if let Some(n) = &s.mode {
+            headers.insert(n.clone(), HeaderValue::from_static(id.mode));
         }
-    }
-}
-
-/// Set a header from a string; values that are not valid header values (control characters) are
-/// dropped rather than passed on.
-fn set(req: &mut RequestHeader, name: &HeaderName, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        let _ = req.insert_header(name.clone(), v);
+        for (n, v) in &id.headers {
+            headers.insert(n.clone(), v.clone());
+        }
     }
 }
 
@@ -174,21 +190,38 @@ mod tests {
     #[test]
     fn strips_all_spellings() {
         let inj = injector();
-        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        req.append_header("X-Auth-Subject", "evil").unwrap();
-        req.append_header("x_auth_subject", "evil").unwrap();
-        req.append_header("X_TENANT", "evil").unwrap();
-        req.append_header("X-Forwarded-User", "evil").unwrap();
-        req.append_header("Accept", "ok").unwrap();
-        inj.strip(&mut req);
-        assert_eq!(req.headers.len(), 1, "{:?}", req.headers);
-        assert!(req.headers.get("accept").is_some());
+        let mut headers = HeaderMap::new();
+        for name in [
+            "X-Auth-Subject",
+            "x_auth_subject",
+            "X_TENANT",
+            "X-Forwarded-User",
+        ] {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("evil"),
+            );
+        }
+        headers.append("accept", HeaderValue::from_static("ok"));
+        inj.strip(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert!(headers.get("accept").is_some());
+        // Nothing owned: nothing removed.
+        inj.strip(&mut headers);
+        assert_eq!(headers.len(), 1);
         let id = Identity {
-            subject: "alice".into(),
+            subject: Some(HeaderValue::from_static("alice")),
             mode: "jwt",
             ..Default::default()
         };
-        inj.inject(&mut req, &id);
-        assert_eq!(req.headers.get("x-auth-subject").unwrap(), "alice");
+        inj.inject(&mut headers, &id);
+        assert_eq!(headers.get("x-auth-subject").unwrap(), "alice");
+    }
+
+    #[test]
+    fn join_scopes() {
+        assert_eq!(Identity::join_scopes::<&str>(&[]), None);
+        assert_eq!(Identity::join_scopes(&["a", "b"]).unwrap(), "a b");
+        assert_eq!(Identity::join_scopes(&["a\nb"]), None);
     }
 }

@@ -26,6 +26,11 @@ use crate::snapshot::Snapshot;
 use crate::upstream::UpstreamKind;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Headers `prepare` may add besides the identity's own: forwarding headers, request id, host,
+/// and the standard identity fields.
+const ADDED_HEADERS: usize = 8;
 
 /// The proxy. Holds the live snapshot and the metrics.
 pub struct Edge {
@@ -50,7 +55,7 @@ impl Edge {
 pub struct Ctx {
     snap: Option<Arc<Snapshot>>,
     route: Option<usize>,
-    identity: Option<Identity>,
+    identity: Option<Arc<Identity>>,
     /// Set when the canonical path differs from what the client sent.
     rewritten: Option<String>,
     /// The TCP peer, read once in `request_filter`.
@@ -352,6 +357,13 @@ impl Edge {
     /// Rewrite the upstream request: canonical path, identity headers, forwarding headers.
     /// Everything comes from `ctx` (the snapshot, route and peer `request_filter` settled on);
     /// a request without a route is left alone.
+    ///
+    /// The request is taken apart into `http::request::Parts` and rebuilt without Pingora's
+    /// case-preserving name map. Every insert and remove on a case-preserving request re-parses
+    /// the name and updates two maps (about 1,500 instructions each, measured with callgrind);
+    /// on a plain `HeaderMap` with prebuilt names it is a hash and a probe. Header names then
+    /// reach the upstream in canonical case (standard ones title-cased, the rest lower case), as
+    /// HAProxy sends them; HTTP header names are case-insensitive (RFC 9110 section 5.1).
     fn prepare(&self, req: &mut RequestHeader, ctx: &Ctx, tls: bool) {
         let Some((snap, route)) = ctx
             .snap
@@ -361,30 +373,31 @@ impl Edge {
         else {
             return;
         };
-        let peer = ctx.peer;
+        let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
+        let mut parts: http::request::Parts = std::mem::replace(req, placeholder).into();
         if let Some(p) = &ctx.rewritten {
-            let pq = match req.uri.query() {
+            let pq = match parts.uri.query() {
                 Some(q) => format!("{p}?{q}"),
                 None => p.clone(),
             };
             if let Ok(uri) = http::Uri::builder().path_and_query(pq).build() {
-                req.set_uri(uri);
+                parts.uri = uri;
             }
         }
-        snap.injector.strip(req);
+        let headers = &mut parts.headers;
+        // One growth step for everything added below, instead of one per doubling.
+        headers.reserve(ADDED_HEADERS + ctx.identity.as_ref().map_or(0, |id| id.headers.len()));
+        snap.injector.strip(headers);
         for h in &route.strip_credentials {
-            req.remove_header(h);
+            headers.remove(h);
         }
         if let Some(id) = &ctx.identity {
-            snap.injector.inject(req, id);
+            snap.injector.inject(headers, id);
         }
-        // X-Forwarded-For: kept (and extended) only when the peer is a trusted proxy. Header names
-        // are given as static strings: Pingora's case-preserving insert is much cheaper for them
-        // than for a `HeaderName`, which it re-renders in title case.
-        let xff = match peer {
+        // X-Forwarded-For: kept (and extended) only when the peer is a trusted proxy.
+        let xff = match ctx.peer {
             Some(p) if snap.is_trusted_proxy(p) => {
-                let prior: Vec<&str> = req
-                    .headers
+                let prior: Vec<&str> = headers
                     .get_all(&X_FORWARDED_FOR)
                     .iter()
                     .filter_map(|v| v.to_str().ok())
@@ -398,18 +411,23 @@ impl Edge {
             Some(p) => ip_value(p),
             None => None,
         };
-        req.remove_header(&X_FORWARDED_FOR);
-        if let Some(v) = xff {
-            let _ = req.insert_header("X-Forwarded-For", v);
+        match xff {
+            Some(v) => {
+                headers.insert(X_FORWARDED_FOR.clone(), v);
+            }
+            None => {
+                headers.remove(&X_FORWARDED_FOR);
+            }
         }
-        let _ = req.insert_header(
-            "X-Forwarded-Proto",
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
             HeaderValue::from_static(if tls { "https" } else { "http" }),
         );
-        let _ = req.insert_header("X-Request-Id", self.next_request_id());
+        headers.insert(X_REQUEST_ID.clone(), self.next_request_id());
         if let Some(h) = &route.upstream.host_header {
-            let _ = req.insert_header(header::HOST, h.clone());
+            headers.insert(header::HOST, h.clone());
         }
+        *req = RequestHeader::from(parts);
     }
 }
 

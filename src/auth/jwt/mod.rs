@@ -331,13 +331,13 @@ impl JwtFilter {
                 headers.push((name.clone(), val));
             }
         }
-        Outcome::Allow(Identity {
-            subject: c.sub.clone().unwrap_or_default(),
-            issuer: Some(c.iss.clone()),
+        Outcome::Allow(Arc::new(Identity {
+            subject: c.sub.as_deref().and_then(|s| HeaderValue::from_str(s).ok()),
+            issuer: HeaderValue::from_str(&c.iss).ok(),
             mode: "jwt",
-            scopes: c.scopes.clone(),
+            scopes: Identity::join_scopes(&c.scopes),
             headers,
-        })
+        }))
     }
 
     /// A cache entry counts only if this filter trusts the provider that verified it, allows its

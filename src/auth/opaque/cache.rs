@@ -6,7 +6,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::{Arc, RwLock};
 
 use crate::tokens::aead::Claims;
@@ -18,8 +18,28 @@ struct Entry {
     claims: Arc<Claims>,
 }
 
+/// The map keys are already keyed SipHash values: hash them again as themselves.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type Shard = HashMap<u64, Entry, BuildHasherDefault<PassThrough>>;
+
 pub struct OpenCache {
-    shards: Vec<RwLock<HashMap<u64, Entry>>>,
+    shards: Vec<RwLock<Shard>>,
     hasher: RandomState,
     per_shard: usize,
 }
@@ -36,15 +56,19 @@ impl OpenCache {
     /// A cache of about `capacity` tokens (0 disables it).
     pub fn new(capacity: usize) -> Self {
         OpenCache {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             hasher: RandomState::new(),
             per_shard: capacity.div_ceil(SHARDS),
         }
     }
 
+    /// The keyed hash of a token and its shard. Only the token's tail is hashed: it holds the
+    /// AEAD tag, which differs for every sealed token, and a hit compares the whole token anyway.
+    /// The shard comes from the top bits, the map bucket from the low ones.
     fn locate(&self, token: &str) -> (u64, usize) {
-        let h = self.hasher.hash_one(token.as_bytes());
-        (h, (h as usize) % SHARDS)
+        let b = token.as_bytes();
+        let h = self.hasher.hash_one(&b[b.len().saturating_sub(32)..]);
+        (h, (h >> 60) as usize % SHARDS)
     }
 
     /// The claims of a cached token, unless expired at `now_ms`.
@@ -120,6 +144,11 @@ mod tests {
         }
         let held: usize = c.shards.iter().map(|s| s.read().unwrap().len()).sum();
         assert!(held <= 32, "{held}");
+        // Same tail (same hash), different token: never a hit for the other one.
+        let tail = "x".repeat(40);
+        c.insert(&format!("a{tail}"), claims(10));
+        assert!(c.get(&format!("b{tail}"), 0).is_none());
+        assert!(c.get(&format!("a{tail}"), 0).is_some());
         let off = OpenCache::new(0);
         off.insert("a", claims(10));
         assert!(off.get("a", 0).is_none());

@@ -10,7 +10,6 @@ use http::{HeaderName, HeaderValue, StatusCode};
 
 use super::{now_ms, Realm};
 use crate::auth::{bearer_token, AuthFilter, Denial, DenyReason, Outcome, RequestView};
-use crate::identity::Identity;
 use crate::tokens::aead::OpenError;
 
 /// Who may pass, computed once when the config loads.
@@ -120,20 +119,7 @@ impl AuthFilter for OpaqueFilter {
                 );
             }
         }
-        let mut headers = Vec::with_capacity(2);
-        if let (Some(n), Some(v)) = (&realm.user_header, &user.user_value) {
-            headers.push((n.clone(), v.clone()));
-        }
-        if let (Some(n), Some(v)) = (&realm.roles_header, &user.roles_value) {
-            headers.push((n.clone(), v.clone()));
-        }
-        Outcome::Allow(Identity {
-            subject: user.username.clone(),
-            issuer: None,
-            mode: "opaque",
-            scopes: user.roles.clone(),
-            headers,
-        })
+        Outcome::Allow(user.identity.clone())
     }
 
     fn challenge(&self) -> Option<HeaderValue> {

@@ -377,8 +377,7 @@ pub async fn build_realm(
     let users = users::compile(
         &entries,
         &hashes,
-        user_header.is_some(),
-        roles_header.is_some(),
+        (user_header.as_ref(), roles_header.as_ref()),
         &mut problems,
     );
     if !problems.is_empty() {

@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::Params;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::password::{check_hash, dummy_hash};
 use crate::config::Problems;
+use crate::identity::Identity;
 use crate::tokens::aead::MAX_USER_ID;
 
 pub use super::password::{hash_password, hash_password_from_reader, verify_password, weak_params};
@@ -72,6 +73,8 @@ pub struct User {
     /// Precomputed upstream header values (username, roles joined with `,`).
     pub user_value: Option<HeaderValue>,
     pub roles_value: Option<HeaderValue>,
+    /// The identity this user gets on every request, built once at load.
+    pub identity: Arc<Identity>,
 }
 
 impl std::fmt::Debug for User {
@@ -255,14 +258,39 @@ pub fn validate(
     (hashes, to_hash)
 }
 
+/// The identity of a user: subject = username, scopes = roles, and the realm's user and roles
+/// headers when configured.
+fn user_identity(
+    username: &str,
+    roles: &[String],
+    user_value: &Option<HeaderValue>,
+    roles_value: &Option<HeaderValue>,
+    (user_header, roles_header): (Option<&HeaderName>, Option<&HeaderName>),
+) -> Identity {
+    let mut headers = Vec::new();
+    if let (Some(n), Some(v)) = (user_header, user_value) {
+        headers.push((n.clone(), v.clone()));
+    }
+    if let (Some(n), Some(v)) = (roles_header, roles_value) {
+        headers.push((n.clone(), v.clone()));
+    }
+    Identity {
+        subject: HeaderValue::from_str(username).ok(),
+        issuer: None,
+        mode: "opaque",
+        scopes: Identity::join_scopes(roles),
+        headers,
+    }
+}
+
 /// Build the lookup tables. `hashes[i]` is the PHC string of `entries[i]`.
 pub fn compile(
     entries: &[Sourced],
     hashes: &[Option<String>],
-    user_header: bool,
-    roles_header: bool,
+    headers: (Option<&HeaderName>, Option<&HeaderName>),
     problems: &mut Problems,
 ) -> UserDb {
+    let (user_header, roles_header) = (headers.0.is_some(), headers.1.is_some());
     let mut db = UserDb::default();
     // The dummy hash (verified for unknown users) takes the costliest parameters in the realm,
     // so an unknown username is never faster to refuse than a known one.
@@ -303,6 +331,13 @@ pub fn compile(
         } else {
             None
         };
+        let identity = Arc::new(user_identity(
+            &u.username,
+            &u.roles,
+            &user_value,
+            &roles_value,
+            headers,
+        ));
         let user = Arc::new(User {
             id: u.id.as_str().into(),
             username: u.username.clone(),
@@ -311,6 +346,7 @@ pub fn compile(
             allowed_cidrs: u.allowed_cidrs.clone(),
             user_value,
             roles_value,
+            identity,
         });
         db.by_id.insert(user.id.clone(), user.clone());
         db.by_name.insert(user.username.clone(), user);
@@ -421,6 +457,7 @@ mod tests {
             allowed_cidrs: vec!["10.0.0.0/8".parse().unwrap()],
             user_value: None,
             roles_value: None,
+            identity: Arc::default(),
         };
         assert!(u.client_allowed(Some("10.1.2.3".parse().unwrap())));
         assert!(u.client_allowed(Some("::ffff:10.1.2.3".parse().unwrap())));
