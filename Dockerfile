@@ -4,13 +4,13 @@ FROM rust:1-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin authedge
+RUN cargo build --profile dist --locked --bin authedge
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home authedge
-COPY --from=build /src/target/release/authedge /usr/local/bin/authedge
+COPY --from=build /src/target/dist/authedge /usr/local/bin/authedge
 COPY conf/ /etc/authedge/
 USER 10001
 EXPOSE 8080 9090

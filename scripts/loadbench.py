@@ -5,15 +5,21 @@ to the same upstream. Prints requests/s, p99 latency, CPU per request (user+syst
 proxy's processes over the run, divided by requests) and ratios.
 
 Every target gets one worker thread/process so the comparison is per core. Bounded in time:
-each measurement runs DURATION seconds (default 10), REPEATS times (default 3, median kept).
+each measurement runs DURATION seconds (default 5), REPEATS times (default 7). Requests/s, p99
+and CPU are medians over the repeats. Ratios are medians of the per-round ratios: every round
+measures every target back to back, so a slow spell on a shared machine (seen here: the same
+target ranging 14k-24k requests/s between consecutive runs) hits both sides of a ratio.
 Only 127.0.0.1 is ever contacted.
 """
 import json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
-DURATION = int(os.environ.get("DURATION", "10"))
-REPEATS = int(os.environ.get("REPEATS", "3"))
+DURATION = int(os.environ.get("DURATION", "5"))
+REPEATS = int(os.environ.get("REPEATS", "7"))
 CONNS = int(os.environ.get("CONNS", "50"))
 BIN = sys.argv[1]
+# Optional: a Pingora proxy with nothing but upstream_peer (examples/bare_proxy.rs), the floor
+# authedge is built on.
+BARE = sys.argv[2] if len(sys.argv) > 2 else None
 HERE = os.path.dirname(os.path.abspath(__file__))
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -151,6 +157,12 @@ http {{ access_log off; keepalive_requests 1000000;
 """)
         nginx_proxy = subprocess.Popen(["nginx", "-p", work, "-c", f"{work}/nginx-proxy.conf"])
         procs.append(nginx_proxy)
+        bare = None
+        if BARE:
+            barep = free_port()
+            bare = subprocess.Popen([BARE, f"127.0.0.1:{barep}", f"127.0.0.1:{up}"], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            procs.append(bare)
         edge_port, metrics_port = free_port(), free_port()
         with open(os.path.join(HERE, "loadbench.yaml")) as f:
             cfg = f.read()
@@ -165,7 +177,7 @@ http {{ access_log off; keepalive_requests 1000000;
         edge = subprocess.Popen([BIN, "run", "--config", f"{work}/authedge.yaml"], stdout=subprocess.DEVNULL,
                                 env={**os.environ, "RUST_LOG": "warn"})
         procs.append(edge)
-        for p in (up, hap, ngp, edge_port, metrics_port):
+        for p in (up, hap, ngp, edge_port, metrics_port) + ((barep,) if bare else ()):
             wait_port(p)
 
         scenarios = [
@@ -176,6 +188,7 @@ http {{ access_log off; keepalive_requests 1000000;
             ("upstream direct", f"http://127.0.0.1:{up}/", [], []),
             ("haproxy proxy", f"http://127.0.0.1:{hap}/public", [], tree(haproxy.pid)),
             ("nginx proxy", f"http://127.0.0.1:{ngp}/public", [], tree(nginx_proxy.pid)),
+        ] + ([("pingora bare proxy", f"http://127.0.0.1:{barep}/public", [], [bare.pid])] if bare else []) + [
             ("authedge public", f"http://127.0.0.1:{edge_port}/public", [], [edge.pid]),
         ] + [(s["name"], f"http://127.0.0.1:{edge_port}{s['path']}", s["headers"], [edge.pid]) for s in scenarios]
         # Round-robin: every repeat measures every target once, so drift on the machine hits all
@@ -186,17 +199,26 @@ http {{ access_log off; keepalive_requests 1000000;
                 runs[name].append(wrk(url, headers, pids))
         results = []
         for name, *_ in targets:
-            med = sorted(runs[name], key=lambda r: r["rps"])[len(runs[name]) // 2]
+            med = dict(sorted(runs[name], key=lambda r: r["rps"])[len(runs[name]) // 2])
+            cpus = sorted(r["cpu_us"] for r in runs[name] if r["cpu_us"])
+            med["cpu_us"] = cpus[len(cpus) // 2] if cpus else None
+            med["p99_ms"] = statistics.median(r["p99_ms"] for r in runs[name])
+            med["errors"] = sum(r["errors"] for r in runs[name])
             med["name"] = name
             results.append(med)
-        by = {r["name"]: r for r in results}
-        print(f"\nwrk -t1 -c{CONNS} -d{DURATION}s, median of {REPEATS} round-robin repeats; one worker per proxy; upstream nginx return 200")
-        print(f"{'target':<22}{'req/s':>10}{'p99 ms':>9}{'CPU us/req':>12}{'vs haproxy':>12}{'vs public':>11}")
+
+        def ratio(name, base):
+            return statistics.median(a["rps"] / b["rps"] for a, b in zip(runs[name], runs[base]))
+
+        print(f"\nwrk -t1 -c{CONNS} -d{DURATION}s x {REPEATS} round-robin rounds; one worker per proxy; upstream nginx return 200")
+        print("req/s, p99 and CPU: medians over rounds; ratios: medians of per-round ratios")
+        print(f"{'target':<22}{'req/s':>10}{'p99 ms':>9}{'CPU us/req':>12}{'vs haproxy':>12}{'vs pingora':>12}{'vs public':>11}")
         for r in results:
             cpu = f"{r['cpu_us']:.1f}" if r["cpu_us"] else "-"
-            vh = r["rps"] / by["haproxy proxy"]["rps"]
-            vp = r["rps"] / by["authedge public"]["rps"]
-            print(f"{r['name']:<22}{r['rps']:>10.0f}{r['p99_ms']:>9.2f}{cpu:>12}{vh:>12.2f}{vp:>11.2f}")
+            vh = ratio(r["name"], "haproxy proxy")
+            vb = f"{ratio(r['name'], 'pingora bare proxy'):.2f}" if bare else "-"
+            vp = ratio(r["name"], "authedge public")
+            print(f"{r['name']:<22}{r['rps']:>10.0f}{r['p99_ms']:>9.2f}{cpu:>12}{vh:>12.2f}{vb:>12}{vp:>11.2f}")
         bad = [r["name"] for r in results if r["errors"]]
         if bad:
             print(f"non-2xx responses in: {', '.join(bad)}")
@@ -205,7 +227,8 @@ http {{ access_log off; keepalive_requests 1000000;
     finally:
         for p in procs:
             try:
-                p.send_signal(signal.SIGINT if p is procs[-1] else signal.SIGTERM)
+                # Pingora processes (authedge, the bare proxy) stop at once on SIGINT.
+                p.send_signal(signal.SIGINT if p.args[0] in (BIN, BARE) else signal.SIGTERM)
                 p.wait(timeout=5)
             except Exception:
                 p.kill()

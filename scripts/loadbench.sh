@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Load benchmark: upstream direct vs HAProxy vs nginx vs authedge routes, on 127.0.0.1 only.
-# Usage: scripts/loadbench.sh   (DURATION=10 REPEATS=3 CONNS=50 to change the run)
+# Usage: scripts/loadbench.sh   (DURATION=5 REPEATS=7 CONNS=50 to change the run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -10,5 +10,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
 fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/authedge/target}"
-cargo build --release --quiet
-exec python3 scripts/loadbench.py "$CARGO_TARGET_DIR/release/authedge"
+cargo build --profile dist --quiet --bin authedge --example bare_proxy
+exec python3 scripts/loadbench.py "$CARGO_TARGET_DIR/dist/authedge" "$CARGO_TARGET_DIR/dist/examples/bare_proxy"

@@ -4,7 +4,6 @@
 //! stored (minting one takes a login); expiry is checked on every hit; revocation and user checks
 //! run after the cache in the filter, so they are never skipped.
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::{Arc, RwLock};
@@ -18,7 +17,7 @@ struct Entry {
     claims: Arc<Claims>,
 }
 
-/// The map keys are already keyed SipHash values: hash them again as themselves.
+/// The map keys are already keyed hash values: hash them again as themselves.
 #[derive(Default)]
 struct PassThrough(u64);
 
@@ -40,7 +39,9 @@ type Shard = HashMap<u64, Entry, BuildHasherDefault<PassThrough>>;
 
 pub struct OpenCache {
     shards: Vec<RwLock<Shard>>,
-    hasher: RandomState,
+    /// Seeded per process; a hit still compares the whole token, and only tokens that opened
+    /// are ever stored, so a collision can cost a cache miss, never a wrong answer.
+    hasher: foldhash::quality::RandomState,
     per_shard: usize,
 }
 
@@ -57,7 +58,7 @@ impl OpenCache {
     pub fn new(capacity: usize) -> Self {
         OpenCache {
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
-            hasher: RandomState::new(),
+            hasher: foldhash::quality::RandomState::default(),
             per_shard: capacity.div_ceil(SHARDS),
         }
     }
@@ -83,7 +84,7 @@ impl OpenCache {
         };
         let e = shard.get(&h)?;
         // A plain comparison is safe here: the entry compared is the one under the keyed
-        // (secret-seeded SipHash) hash of the presented token, which a client cannot aim at
+        // (per-process seeded) hash of the presented token, which a client cannot aim at
         // someone else's token.
         let same = *e.token == *token.as_bytes();
         if !same || e.claims.expires_at.saturating_mul(1000) <= now_ms {
