@@ -20,7 +20,8 @@ if [ -f tests/fixtures/oidc-provider/package-lock.json ]; then
 fi
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/authedge/target}"
-# Release: the same build the load benchmark and deployments use (and one build, not two).
-cargo test --release --lib --bins --tests "$@"
+# Release: the optimisation level of the dist build that deployments and the load benchmark use
+# (dist adds LTO, too slow to link every test binary with), and one build, not two.
+cargo test --release --lib --bins --tests --examples "$@"
 # Benches must keep compiling (they run with scripts/bench.sh / cargo bench).
 cargo bench --no-run --quiet

@@ -374,6 +374,7 @@ impl Edge {
             return;
         };
         let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
+        let end_stream = req.send_end_stream();
         let mut parts: http::request::Parts = std::mem::replace(req, placeholder).into();
         if let Some(p) = &ctx.rewritten {
             let pq = match parts.uri.query() {
@@ -428,6 +429,9 @@ impl Edge {
             headers.insert(header::HOST, h.clone());
         }
         *req = RequestHeader::from(parts);
+        if let Some(eos) = end_stream {
+            req.set_send_end_stream(eos);
+        }
     }
 }
 

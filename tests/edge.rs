@@ -122,6 +122,34 @@ fn path_tricks_are_canonicalised_or_refused() {
 }
 
 #[test]
+fn the_upstream_gets_origin_form_targets_with_the_query_kept() {
+    let up = EchoUpstream::start();
+    let edge = Edge::start(&config(&up.url(), ""));
+    for (target, path, query) in [
+        ("http://x/public/abs?q=1", "/public/abs", "q=1"),
+        (
+            "//public/./a/../b?x=1&y=/private",
+            "/public/b",
+            "x=1&y=/private",
+        ),
+        ("/public/plain?k=v", "/public/plain", "k=v"),
+    ] {
+        let resp = raw(
+            edge.port,
+            format!("GET {target} HTTP/1.1\r\nHost: x\r\nX-Mixed-Case: Kept\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        assert!(resp.starts_with("HTTP/1.1 200"), "{target}: {resp}");
+        let body = &resp[resp.find("\r\n\r\n").unwrap() + 4..];
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["path"], path, "{target}");
+        assert_eq!(v["query"], query, "{target}");
+        // Header names are case-insensitive; the value arrives untouched.
+        assert_eq!(v["headers"]["x-mixed-case"], "Kept", "{target}");
+    }
+}
+
+#[test]
 fn spoofed_identity_headers_never_reach_the_upstream() {
     let up = EchoUpstream::start();
     let edge = Edge::start(&config(&up.url(), ""));
