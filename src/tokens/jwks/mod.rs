@@ -24,7 +24,7 @@ use serde_json::Value;
 
 mod keys;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use self::keys::{
     family_of, parse_alg, parse_jwk, parse_jwks, rsa_key, KeySet, VerifyKey, MIN_RSA_BITS,

@@ -47,7 +47,7 @@ fn urls() {
 
 /// A tiny JWKS server: counts GETs, answers `body` with `Cache-Control: max-age=600`, or 500
 /// while `down` is set.
-async fn jwks_server(
+pub(crate) async fn jwks_server(
     body: Arc<Mutex<String>>,
     down: Arc<AtomicBool>,
     hits: Arc<std::sync::atomic::AtomicUsize>,

@@ -141,3 +141,57 @@ async fn verified_cache_skips_signature_but_not_policy() {
     }
     assert!(c.len() <= 32, "bounded: {}", c.len());
 }
+
+/// A token without a `kid` verified against a remote JWKS is never served from the verified-token
+/// cache: once its key leaves the provider's JWKS it must stop working, cached or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kidless_tokens_stop_working_when_their_key_leaves_the_jwks() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let jwks = |name: &str| {
+        format!(
+            r#"{{"keys": [{}]}}"#,
+            String::from_utf8(read(name)).unwrap()
+        )
+    };
+    let body = Arc::new(Mutex::new(jwks("rsa.nokid.jwk.json")));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let url = crate::tokens::jwks::tests::jwks_server(
+        body.clone(),
+        Arc::new(AtomicBool::new(false)),
+        hits.clone(),
+    )
+    .await;
+    let yaml = format!(
+        "providers:\n  - issuer: {ISS}\n    jwks_uri: {url}\n    allow_http: true\n    unknown_kid_cooldown: 1s\n"
+    );
+    let cfg: JwtConfig = serde_norway::from_str(&yaml).unwrap();
+    let warm = Warm::new(
+        tokio::runtime::Handle::current(),
+        Arc::new(Metrics::new().unwrap()),
+        false,
+    )
+    .unwrap();
+    let f = build(&cfg, "routes[0].auth[0]", &warm).await.unwrap();
+    let t = rs256(&claims());
+    allowed(&outcome(&f, &t).await);
+    allowed(&outcome(&f, &t).await);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+    // The provider rotates to another key. A token with a kid and an algorithm no held key can
+    // verify makes the edge refetch (a kid-less key is a candidate for any kid, so an RS256 token
+    // would just fail against the old key without a refetch).
+    *body.lock().unwrap() = jwks("rsa2.nokid.jwk.json");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let ec = EncodingKey::from_ec_pem(&read("ec.key")).unwrap();
+    let other = sign_raw(
+        r#"{"alg":"ES256","kid":"rotated"}"#,
+        &claims().to_string(),
+        &ec,
+        Algorithm::ES256,
+    );
+    assert!(!matches!(outcome(&f, &other).await, Outcome::Allow(_)));
+    assert_eq!(hits.load(Ordering::SeqCst), 2, "the unknown kid refetched");
+    // The kid-less token verified (and cached) before the rotation is refused now.
+    denied(&outcome(&f, &t).await, 401, DenyReason::BadSignature);
+}
