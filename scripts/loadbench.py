@@ -16,6 +16,8 @@ import json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfi
 DURATION = int(os.environ.get("DURATION", "5"))
 REPEATS = int(os.environ.get("REPEATS", "7"))
 CONNS = int(os.environ.get("CONNS", "50"))
+PAIRS = int(os.environ.get("PAIRS", "15"))
+PAIR_SECONDS = int(os.environ.get("PAIR_SECONDS", "2"))
 BIN = sys.argv[1]
 # Optional: a Pingora proxy with nothing but upstream_peer (examples/bare_proxy.rs), the floor
 # authedge is built on.
@@ -66,8 +68,8 @@ def cpu_seconds(pids):
     return total / TICK
 
 
-def wrk(url, headers=(), pids=()):
-    cmd = ["wrk", "-t1", f"-c{CONNS}", f"-d{DURATION}s", "--latency"]
+def wrk(url, headers=(), pids=(), seconds=None):
+    cmd = ["wrk", "-t1", f"-c{CONNS}", f"-d{seconds or DURATION}s", "--latency"]
     for h in headers:
         cmd += ["-H", h]
     cmd.append(url)
@@ -224,10 +226,31 @@ http {{ access_log off; keepalive_requests 1000000;
             vb = f"{ratio(r['name'], 'pingora bare proxy'):.2f}" if bare else "-"
             vp = ratio(r["name"], "authedge public")
             print(f"{r['name']:<22}{r['rps']:>10.0f}{r['p99_ms']:>9.2f}{cpu:>12}{vh:>12.2f}{vb:>12}{vp:>11.2f}")
+        # The budgets compare auth routes with the public route of the same edge. Many short back-to-
+        # back pairs (alternating which side goes first) measure that ratio with less of the
+        # machine's drift than the long rounds above.
+        pair_errors = []
+        if PAIRS:
+            print(f"\npaired runs: {PAIRS} pairs of wrk -t1 -c{CONNS} -d{PAIR_SECONDS}s, public vs each auth route")
+            public_url = f"http://127.0.0.1:{edge_port}/public"
+            for sc in scenarios:
+                url = f"http://127.0.0.1:{edge_port}{sc['path']}"
+                ratios = []
+                for i in range(PAIRS):
+                    sides = [("p", public_url, []), ("a", url, sc["headers"])]
+                    if i % 2:
+                        sides.reverse()
+                    got = {k: wrk(u, h, (), PAIR_SECONDS) for k, u, h in sides}
+                    if got["a"]["errors"] or got["p"]["errors"]:
+                        pair_errors.append(sc["name"])
+                    ratios.append(got["a"]["rps"] / got["p"]["rps"])
+                q = statistics.quantiles(ratios, n=4)
+                print(f"  {sc['name']:<22} vs public: median {statistics.median(ratios):.3f} "
+                      f"(quartiles {q[0]:.3f}-{q[2]:.3f})")
         print("\nreq/s per round:")
         for name, *_ in targets:
             print(f"  {name:<22}" + " ".join(f"{r['rps']:>7.0f}" for r in runs[name]))
-        bad = [r["name"] for r in results if r["errors"]]
+        bad = [r["name"] for r in results if r["errors"]] + sorted(set(pair_errors))
         if bad:
             print(f"non-2xx responses in: {', '.join(bad)}")
             return 1
