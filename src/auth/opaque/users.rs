@@ -70,10 +70,8 @@ pub struct User {
     pub hash: String,
     pub roles: Vec<String>,
     pub allowed_cidrs: Vec<IpNet>,
-    /// Precomputed upstream header values (username, roles joined with `,`).
-    pub user_value: Option<HeaderValue>,
-    pub roles_value: Option<HeaderValue>,
-    /// The identity this user gets on every request, built once at load.
+    /// The identity this user gets on every request, built once at load (with the realm's user
+    /// header = username and roles header = roles joined with `,`, when configured).
     pub identity: Arc<Identity>,
 }
 
@@ -344,8 +342,6 @@ pub fn compile(
             hash: h.clone(),
             roles: u.roles.clone(),
             allowed_cidrs: u.allowed_cidrs.clone(),
-            user_value,
-            roles_value,
             identity,
         });
         db.by_id.insert(user.id.clone(), user.clone());
@@ -455,8 +451,6 @@ mod tests {
             hash: String::new(),
             roles: vec![],
             allowed_cidrs: vec!["10.0.0.0/8".parse().unwrap()],
-            user_value: None,
-            roles_value: None,
             identity: Arc::default(),
         };
         assert!(u.client_allowed(Some("10.1.2.3".parse().unwrap())));
