@@ -386,6 +386,42 @@ fn provider_up_after_start_becomes_ready_without_restart() {
     );
 }
 
+/// Issue 17: with the default 30 s cooldown, a key rotated in 1 s after start is picked up by
+/// the first token that names it (the startup fetch does not start the cooldown), and a second
+/// rotation right after is throttled by the unknown-kid cooldown only.
+#[test]
+fn rotation_right_after_start_is_picked_up_by_the_first_new_token() {
+    let op = Op::start();
+    let up = EchoUpstream::start();
+    let edge = Edge::start(&config(&op, &up, ""));
+    edge.wait_ready();
+    let started = Instant::now();
+    let old = op.token("rs-client", "read", API);
+    assert_eq!(status(&edge, "/api/r", &old), 200);
+    let gets = op.jwks_gets();
+    std::thread::sleep(Duration::from_secs(1).saturating_sub(started.elapsed()));
+    op.admin("rotate", json!({}));
+    let new = op.token("rs-client", "read", API);
+    assert_ne!(new.split('.').next(), old.split('.').next());
+    assert_eq!(
+        status(&edge, "/api/r", &new),
+        200,
+        "the first token with the rotated kid passes"
+    );
+    assert_eq!(op.jwks_gets(), gets + 1, "exactly one refetch");
+    let es = op.token("es-client", "read", API);
+    assert_eq!(status(&edge, "/api/r", &es), 200);
+    // A second rotation within the 30 s cooldown of that refetch is throttled (no refetch).
+    op.admin("rotate", json!({}));
+    let newest = op.token("rs-client", "read", API);
+    assert_eq!(status(&edge, "/api/r", &newest), 401);
+    assert_eq!(
+        op.jwks_gets(),
+        gets + 1,
+        "a flood of unknown kids is throttled"
+    );
+}
+
 #[test]
 fn burst_of_random_kids_fetches_at_most_once_per_cooldown() {
     let op = Op::start();

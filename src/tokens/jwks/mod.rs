@@ -13,7 +13,7 @@
 //! `verify`, RSA moduli under 2048 bits, symmetric (`oct`) keys, unknown `kty`/`crv`/`alg`, and
 //! `alg: none`.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,24 @@ pub const MAX_DOCUMENT: usize = 512 * 1024;
 const NO_KEYS_GAP: Duration = Duration::from_secs(1);
 /// Deadline of one fetch (discovery + JWKS).
 const FETCH_DEADLINE: Duration = Duration::from_secs(8);
+
+/// What the single-flight gate remembers.
+#[derive(Debug, Default)]
+struct Gate {
+    last_attempt: Option<Instant>,
+    last_unknown_kid: Option<Instant>,
+}
+
+/// Why a fetch is asked for: each has its own rule for skipping it.
+#[derive(Debug, Clone, Copy)]
+enum Why {
+    /// Config load with no keys held: filters sharing this cache in one load fetch once.
+    Prime,
+    /// The background refresh: skipped when any fetch ran within this gap.
+    Scheduled(Duration),
+    /// A token named a kid the set lacks.
+    UnknownKid,
+}
 
 /// Where a remote key set comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,8 +126,12 @@ pub struct JwksCache {
     control: tokio::runtime::Handle,
     ok: IntCounter,
     err: IntCounter,
-    /// Single-flight gate; holds the time of the last fetch attempt.
-    gate: tokio::sync::Mutex<Option<Instant>>,
+    /// Single-flight gate: the times of the last fetch attempt (any kind) and of the last
+    /// refetch for an unknown kid (the only one the cooldown counts from).
+    gate: tokio::sync::Mutex<Gate>,
+    /// Completed fetches; a waiter that sees it change while queued at the gate returns, since
+    /// the fetch it waited for has just run.
+    fetches: AtomicU64,
     /// The jwks_uri found by discovery (cleared when a fetch from it fails).
     discovered: Mutex<Option<String>>,
     /// Delay until the next background refresh.
@@ -138,7 +160,8 @@ impl JwksCache {
             keys: ArcSwapOption::empty(),
             http: warm.http.clone(),
             control: warm.control.clone(),
-            gate: tokio::sync::Mutex::new(None),
+            gate: tokio::sync::Mutex::new(Gate::default()),
+            fetches: AtomicU64::new(0),
             discovered: Mutex::new(None),
             refresher: AtomicBool::new(false),
             failures: AtomicU32::new(0),
@@ -167,7 +190,7 @@ impl JwksCache {
     pub async fn prime(self: &Arc<Self>) {
         if !self.has_keys() {
             // Filters sharing this cache in one load fetch once.
-            self.refetch(NO_KEYS_GAP).await;
+            self.refetch(Why::Prime).await;
         }
     }
 
@@ -190,32 +213,49 @@ impl JwksCache {
                 if Arc::strong_count(&c) <= 2 {
                     continue;
                 }
-                c.refetch(delay.min(c.settings.cooldown)).await;
+                c.refetch(Why::Scheduled(delay.min(c.settings.cooldown)))
+                    .await;
             }
         });
     }
 
     /// A token named a kid this set lacks (or no keys are held): refetch, single-flight, unless
-    /// a fetch was attempted within the cooldown. Returns once no fetch is in flight; the caller
-    /// then looks at [`current`](Self::current) again.
+    /// an unknown-kid refetch ran within the cooldown. The startup fetch and the scheduled
+    /// refresh do not count, so the first token signed with a key rotated in right after start
+    /// is verified at once; only a flood of unknown kids is throttled. Returns once no fetch is
+    /// in flight; the caller then looks at [`current`](Self::current) again.
     pub async fn refetch_unknown_kid(self: &Arc<Self>) {
-        // Without any keys every request fails anyway: retry sooner (still at most once a second).
-        let gap = if self.has_keys() {
-            self.settings.cooldown
-        } else {
-            self.settings.cooldown.min(NO_KEYS_GAP)
-        };
-        self.refetch(gap).await;
+        self.refetch(Why::UnknownKid).await;
     }
 
-    async fn refetch(self: &Arc<Self>, min_gap: Duration) {
-        let mut last = self.gate.lock().await;
-        if let Some(t) = *last {
-            if !min_gap.is_zero() && t.elapsed() < min_gap {
-                return;
-            }
+    async fn refetch(self: &Arc<Self>, why: Why) {
+        let seen = self.fetches.load(Ordering::Acquire);
+        let mut gate = self.gate.lock().await;
+        if self.fetches.load(Ordering::Acquire) != seen {
+            // A fetch completed while this caller queued: it is the one it waited for.
+            return;
         }
-        *last = Some(Instant::now());
+        let within = |t: Option<Instant>, gap: Duration| {
+            !gap.is_zero() && t.is_some_and(|t| t.elapsed() < gap)
+        };
+        let skip = match why {
+            Why::Prime => within(gate.last_attempt, NO_KEYS_GAP),
+            Why::Scheduled(gap) => within(gate.last_attempt, gap),
+            // Without any keys every request fails anyway: retry sooner (still at most once a
+            // second, counted from any attempt).
+            Why::UnknownKid if !self.has_keys() => {
+                within(gate.last_attempt, self.settings.cooldown.min(NO_KEYS_GAP))
+            }
+            Why::UnknownKid => within(gate.last_unknown_kid, self.settings.cooldown),
+        };
+        if skip {
+            return;
+        }
+        let now = Instant::now();
+        gate.last_attempt = Some(now);
+        if matches!(why, Why::UnknownKid) {
+            gate.last_unknown_kid = Some(now);
+        }
         let me = self.clone();
         // Run on the control runtime and wait for it there; if this caller goes away the fetch
         // still completes and stores its result.
@@ -263,6 +303,8 @@ impl JwksCache {
         if let Ok(mut n) = self.next.lock() {
             *n = delay;
         }
+        self.fetches.fetch_add(1, Ordering::Release);
+        drop(gate);
     }
 
     /// One fetch: discovery when configured (the jwks_uri is remembered), then the JWKS.

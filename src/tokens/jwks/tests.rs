@@ -84,8 +84,10 @@ pub(crate) async fn jwks_server(
 
 /// Pretend the last fetch attempt was longer ago than the cooldown (no sleeping in tests).
 async fn expire_cooldown(cache: &JwksCache) {
-    let mut last = cache.gate.lock().await;
-    *last = Instant::now().checked_sub(cache.settings.cooldown + Duration::from_millis(1));
+    let mut gate = cache.gate.lock().await;
+    let past = Instant::now().checked_sub(cache.settings.cooldown + Duration::from_millis(1));
+    gate.last_attempt = past;
+    gate.last_unknown_kid = past;
 }
 
 fn rsa_jwk(kid: &str, fill: u8) -> Value {
@@ -131,22 +133,11 @@ async fn unknown_kid_refetch_is_single_flight_with_cooldown_and_keeps_keys_on_fa
         "priming a cache with keys fetches nothing"
     );
 
-    // Within the cooldown: no fetch at all, however many unknown kids.
+    // The startup fetch does not start the cooldown: the first unknown kid right after it
+    // (a key rotated in just after start) refetches at once; 50 concurrent misses cause exactly
+    // one fetch, and all see its keys.
     *body.lock().unwrap() =
         serde_json::json!({"keys": [rsa_jwk("a", 1), rsa_jwk("b", 2)]}).to_string();
-    let mut tasks = Vec::new();
-    for _ in 0..50 {
-        let c = cache.clone();
-        tasks.push(tokio::spawn(async move { c.refetch_unknown_kid().await }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    assert_eq!(hits.load(Ordering::SeqCst), 1);
-    assert!(!cache.current().unwrap().has_kid("b"));
-
-    // After the cooldown: 50 concurrent misses cause exactly one fetch, and all see its keys.
-    expire_cooldown(&cache).await;
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let c = cache.clone();
@@ -160,11 +151,40 @@ async fn unknown_kid_refetch_is_single_flight_with_cooldown_and_keeps_keys_on_fa
     }
     assert_eq!(hits.load(Ordering::SeqCst), 2);
 
+    // Within the cooldown of that refetch: no fetch at all, however many unknown kids.
+    *body.lock().unwrap() =
+        serde_json::json!({"keys": [rsa_jwk("a", 1), rsa_jwk("b", 2), rsa_jwk("c", 3)]})
+            .to_string();
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let c = cache.clone();
+        tasks.push(tokio::spawn(async move { c.refetch_unknown_kid().await }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    assert!(!cache.current().unwrap().has_kid("c"));
+
+    // A scheduled refresh inside the cooldown does not restart it: once the unknown-kid
+    // cooldown is over, the next unknown kid refetches even right after a refresh.
+    expire_cooldown(&cache).await;
+    cache.refetch(Why::Scheduled(Duration::ZERO)).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+    assert!(cache.current().unwrap().has_kid("c"));
+    *body.lock().unwrap() =
+        serde_json::json!({"keys": [rsa_jwk("a", 1), rsa_jwk("b", 2), rsa_jwk("d", 4)]})
+            .to_string();
+    cache.refetch_unknown_kid().await;
+    assert_eq!(hits.load(Ordering::SeqCst), 4);
+    assert!(cache.current().unwrap().has_kid("d"));
+    assert!(cache.current().unwrap().has_kid("b"));
+
     // A failed fetch keeps the last good keys.
     down.store(true, Ordering::SeqCst);
     expire_cooldown(&cache).await;
     cache.refetch_unknown_kid().await;
-    assert_eq!(hits.load(Ordering::SeqCst), 3);
+    assert_eq!(hits.load(Ordering::SeqCst), 5);
     assert!(cache.current().unwrap().has_kid("b"));
     assert!(cache.has_keys());
     // The refresh delay after a success follows max-age (600 s) bounded by `refresh`.
