@@ -15,4 +15,6 @@ COPY conf/ /etc/authedge/
 USER 10001
 EXPOSE 8080 9090
 ENTRYPOINT ["/usr/local/bin/authedge"]
-CMD ["run", "--config", "/etc/authedge/quickstart.yaml"]
+# conf/container.yaml is the quick start listening on 0.0.0.0 (the quick start itself listens
+# on 127.0.0.1, which nothing outside the container reaches). Mount your own config over it.
+CMD ["run", "--config", "/etc/authedge/container.yaml"]

@@ -1,16 +1,33 @@
 #!/usr/bin/env bash
 # Install what the tests need (Debian packages, the npm OpenID provider) and run every test.
-# Usage: scripts/test.sh            (CARGO_TARGET_DIR defaults to ~/.cache/authedge/target)
+# Usage: scripts/test.sh   (builds in the repository's target/, the same directory as the
+# README's `cargo run --release`, so the second command reuses the first one's dependencies;
+# set CARGO_TARGET_DIR to build elsewhere)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# What a bare Debian machine lacks: cmake and a C/C++ compiler (aws-lc, mimalloc), node and npm
+# (the OpenID provider fixture), openssl (test keys), redis-server (shared state).
 need_pkgs=()
 command -v cmake >/dev/null || need_pkgs+=(cmake)
-command -v node >/dev/null || need_pkgs+=(nodejs npm)
+command -v cc >/dev/null || need_pkgs+=(gcc libc6-dev)
+command -v c++ >/dev/null || need_pkgs+=(g++)
+command -v make >/dev/null || need_pkgs+=(make)
+command -v node >/dev/null || need_pkgs+=(nodejs)
+command -v npm >/dev/null || need_pkgs+=(npm)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
+command -v redis-server >/dev/null || need_pkgs+=(redis-server)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  if [ "$(id -u)" -eq 0 ]; then
+    SUDO=""
+  elif command -v sudo >/dev/null; then
+    SUDO="sudo"
+  else
+    echo "error: missing ${need_pkgs[*]}, and this user is not root and has no sudo;" >&2
+    echo "       install them as root: apt-get install ${need_pkgs[*]}" >&2
+    exit 1
+  fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
@@ -19,7 +36,6 @@ if [ -f tests/fixtures/oidc-provider/package-lock.json ]; then
   (cd tests/fixtures/oidc-provider && { [ -d node_modules ] || npm ci --no-audit --no-fund --silent; })
 fi
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/authedge/target}"
 # Release: the optimisation level of the dist build that deployments and the load benchmark use
 # (dist adds LTO, too slow to link every test binary with), and one build, not two.
 cargo test --release --lib --bins --tests --examples "$@"

@@ -118,6 +118,21 @@ fn has_body(req: &RequestHeader) -> bool {
             .unwrap_or(false)
 }
 
+/// The conventional spelling of the headers the edge's own answers carry that Pingora does not
+/// title-case itself (it writes a `HeaderName` lower-case unless it is one of a dozen it knows).
+fn titled(n: &HeaderName) -> Option<&'static str> {
+    Some(match *n {
+        header::WWW_AUTHENTICATE => "WWW-Authenticate",
+        header::RETRY_AFTER => "Retry-After",
+        header::LOCATION => "Location",
+        header::CACHE_CONTROL => "Cache-Control",
+        header::SET_COOKIE => "Set-Cookie",
+        header::ALLOW => "Allow",
+        header::PRAGMA => "Pragma",
+        _ => return None,
+    })
+}
+
 /// Write a complete short response. `close` drops the connection afterwards: used whenever a
 /// request body was not read, so no unread bytes can be taken for a next request.
 async fn write_response(
@@ -129,7 +144,10 @@ async fn write_response(
 ) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(headers.len() + 2))?;
     for (n, v) in headers {
-        resp.append_header(n.clone(), v.clone())?;
+        match titled(n) {
+            Some(name) => resp.append_header(name, v.clone())?,
+            None => resp.append_header(n.clone(), v.clone())?,
+        };
     }
     if !headers.iter().any(|(n, _)| n == header::CONTENT_TYPE) && !body.is_empty() {
         resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;

@@ -94,6 +94,7 @@ pub fn run(path: PathBuf) -> Result<(), String> {
         upstream_keepalive_pool_size: snap.server.upstream_keepalive_pool_size,
         ..ServerConf::default()
     };
+    let pid_file = snap.server.pid_file.clone();
     let listeners = snap.listeners.clone();
     let metrics_cfg = snap.metrics.clone();
     let (routes, generation) = (snap.routes.len(), snap.generation);
@@ -135,7 +136,12 @@ pub fn run(path: PathBuf) -> Result<(), String> {
         side.add_tcp(&m.address);
         server.add_service(side);
     }
-    tracing::info!(routes, generation, config = %path.display(), "authedge starting");
+    // Pingora writes its pid file only when it daemonizes; write it here so that
+    // `kill -HUP $(cat PID_FILE)` reloads this instance and no other.
+    let pid = std::process::id();
+    std::fs::write(&pid_file, format!("{pid}\n"))
+        .map_err(|e| format!("server.pid_file {pid_file}: cannot write: {e}"))?;
+    tracing::info!(routes, generation, pid, pid_file = %pid_file, config = %path.display(), "authedge starting");
     // Keep the control runtime alive for the life of the process.
     std::mem::forget(rt);
     server.run_forever()

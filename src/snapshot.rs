@@ -340,6 +340,11 @@ pub async fn compile(
             };
             match built {
                 Ok(f) => chain.push(f),
+                // A realm that failed to build has reported its own problem: a route naming
+                // it adds nothing but a misleading "unknown realm".
+                Err(_)
+                    if matches!(f, FilterConfig::Opaque(c) if cfg.opaque.contains_key(&c.realm)
+                    && !realms.contains_key(&c.realm)) => {}
                 Err(errs) => problems.0.extend(errs.0),
             }
         }

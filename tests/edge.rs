@@ -341,3 +341,34 @@ fn metrics_side_port_serves_health_and_readiness() {
         assert!(m.contains(name), "missing {name} in\n{m}");
     }
 }
+
+/// Issue 17: `kill -HUP $(cat PID_FILE)` reloads this instance and no other: the edge writes its
+/// own pid to `server.pid_file` at start (Pingora writes it only when daemonizing).
+#[test]
+fn pid_file_names_this_instance_and_a_hangup_through_it_reloads() {
+    let up = EchoUpstream::start();
+    let edge = Edge::start(&config(&up.url(), ""));
+    edge.wait_ready();
+    let pid_file = edge.dir.path().join("pid");
+    let text = std::fs::read_to_string(&pid_file).expect("pid file written at start");
+    let pid: i32 = text.trim().parse().expect("pid file holds a number");
+    assert_eq!(pid, edge.pid(), "the pid file names the edge process");
+    let before = edge.metric("authedge_config_generation");
+    edge.write_config(&config(
+        &up.url(),
+        "  - { id: added, path: /added, upstream: echo, public: true }",
+    ));
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", text.trim()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    common::wait_for(
+        || edge.metric("authedge_config_generation") > before,
+        "the reload through the pid file",
+    );
+    assert_eq!(
+        client().get(edge.url("/added/x")).send().unwrap().status(),
+        200
+    );
+}

@@ -523,3 +523,22 @@ fn hash_password_command_and_check_problems() {
         "{text}"
     );
 }
+
+/// Issue 17: the edge's own answers spell `WWW-Authenticate` as everyone does (Pingora writes
+/// header names it does not know lower-case); read off the wire, not through a client library.
+#[test]
+fn challenge_header_is_title_cased_on_the_wire() {
+    use std::io::Read;
+    let up = EchoUpstream::start();
+    let edge = start(&up, GENEROUS);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", edge.port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s.write_all(b"GET /any/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 401 "), "{out}");
+    assert!(out.contains("\r\nWWW-Authenticate: Bearer"), "{out}");
+    assert!(!out.contains("www-authenticate"), "{out}");
+}

@@ -304,7 +304,7 @@ impl Edge {
         assert_eq!(rc, 0, "kill -HUP failed");
     }
 
-    fn write_config(&self, yaml: &str) {
+    pub fn write_config(&self, yaml: &str) {
         let tmp = self.dir.path().join("config.yaml.tmp");
         std::fs::write(
             &tmp,
