@@ -6,7 +6,11 @@
 //! Every operation is async and returns `Result<_, StateError>`: a caller that gets an error
 //! fails closed (503), never allows. Everything stored expires by itself.
 
+pub mod config;
 pub mod memory;
+pub mod metrics;
+mod mirror;
+pub mod redis;
 pub mod revocations;
 
 use std::fmt;
@@ -15,6 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use config::{RedisConfig, StateConfig, StateEnv};
 pub use memory::MemoryStore;
 pub use revocations::RevocationScope;
 

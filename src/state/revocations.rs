@@ -29,7 +29,6 @@ pub struct RevocationScope {
     /// Longest token lifetime (seconds) the scope has been built with.
     max_lifetime: AtomicI64,
     /// The subscription epoch this copy was last synced in (Redis); 0: never.
-    #[allow(dead_code)]
     pub(crate) synced: AtomicU64,
 }
 
