@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what the tests need (Debian packages, the npm OpenID provider) and run every test.
+# Install what the tests need (Debian packages incl. redis-server, the npm OpenID provider) and run every test.
 # Usage: scripts/test.sh            (CARGO_TARGET_DIR defaults to ~/.cache/authedge/target)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,8 @@ need_pkgs=()
 command -v cmake >/dev/null || need_pkgs+=(cmake)
 command -v node >/dev/null || need_pkgs+=(nodejs npm)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
+# Shared-state tests start real redis-server processes (the package also gives redis-cli).
+{ command -v redis-server >/dev/null && command -v redis-cli >/dev/null; } || need_pkgs+=(redis-server)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
