@@ -444,8 +444,20 @@ pub fn state_store(warm: &Warm, cfg: Option<&StateConfig>) -> Result<Store, Prob
         dry_run: warm.dry_run,
         metrics,
     };
-    let store = warm.shared(state::config::reuse_key(plan.as_ref()), || {
-        state::config::open(plan.as_ref(), &env)
-    });
-    Ok(Store::clone(&store))
+    // One current store: an unchanged block reuses it; a changed one replaces it, and the old
+    // store (its connection and background tasks) ends with the last snapshot that holds it.
+    let slot = warm.shared("state:current", || Mutex::new(None::<(String, Store)>));
+    let mut slot = match slot.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    let key = state::config::reuse_key(plan.as_ref());
+    if let Some((k, s)) = slot.as_ref() {
+        if k == key {
+            return Ok(s.clone());
+        }
+    }
+    let store = state::config::open(plan.as_ref(), &env);
+    *slot = Some((key.to_string(), store.clone()));
+    Ok(store)
 }

@@ -397,3 +397,48 @@ fn check_validates_the_state_block() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Ids of Redis' clients other than the redis-cli asking.
+fn client_ids(r: &Redis) -> Vec<String> {
+    let mut ids: Vec<String> = r
+        .cli(&["client", "list"])
+        .lines()
+        .filter(|l| !l.contains("cmd=client|list"))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn reload_keeps_the_connection_when_the_state_block_is_unchanged() {
+    let redis = Redis::start(free_port(), false);
+    let up = EchoUpstream::start();
+    let yaml = config(up.port, &single(redis.port), GENEROUS);
+    let edge = Edge::start(&yaml);
+    edge.wait_ready();
+    let token = login(&edge);
+    wait_for(
+        || client_ids(&redis).len() >= 2,
+        "command and subscription connections",
+    );
+    let before = client_ids(&redis);
+    edge.reload(&yaml.replace("id: open", "id: open2"));
+    assert_eq!(
+        client_ids(&redis),
+        before,
+        "an unchanged state block keeps its connections"
+    );
+    assert_eq!(get(&edge, "/any", &token), 200);
+    // A changed block connects anew (and the old store's connections go away).
+    edge.reload(&yaml.replace("timeout: 200ms", "timeout: 300ms"));
+    wait_for(
+        || {
+            let now = client_ids(&redis);
+            now.len() >= 2 && now.iter().all(|id| !before.contains(id))
+        },
+        "new connections only",
+    );
+    edge.wait_ready();
+    assert_eq!(get(&edge, "/any", &token), 200);
+}

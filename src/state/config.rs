@@ -53,8 +53,9 @@ fn default_timeout() -> Duration {
 
 /// Where the store connects: one server or a cluster.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // built once per config load
 pub enum Target {
-    Single(redis::Client),
+    Single(Box<redis::Client>),
     /// The cluster client and one plain client per seed (for the revocation subscription).
     Cluster(redis::cluster::ClusterClient, Vec<redis::Client>),
 }
@@ -158,7 +159,9 @@ pub fn validate(cfg: &RedisConfig, problems: &mut Problems) -> Option<RedisSetti
     }
     let pw = password.as_deref();
     let target = match (&cfg.url, &cfg.cluster) {
-        (Some(u), None) => client(u, pw, &format!("{base}.url"), problems).map(Target::Single),
+        (Some(u), None) => {
+            client(u, pw, &format!("{base}.url"), problems).map(|c| Target::Single(Box::new(c)))
+        }
         (None, Some(nodes)) if nodes.is_empty() => {
             problems.push(format!("{base}.cluster"), "list at least one node");
             None

@@ -4,7 +4,7 @@
 //! Redis script.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -23,10 +23,13 @@ enum Next<V> {
     Remove,
 }
 
+/// One shard: key -> (deadline, value).
+type Shard<V> = HashMap<Box<str>, (Instant, V)>;
+
 /// A bounded map whose entries expire.
 #[derive(Debug)]
 struct TtlMap<V> {
-    shards: Vec<Mutex<HashMap<Box<str>, (Instant, V)>>>,
+    shards: Vec<Mutex<Shard<V>>>,
     hasher: foldhash::fast::RandomState,
 }
 
@@ -38,17 +41,15 @@ impl<V: Clone> TtlMap<V> {
         }
     }
 
-    fn shard(&self, key: &str) -> MutexGuard<'_, HashMap<Box<str>, (Instant, V)>> {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        let i = (h.finish() as usize) % SHARDS;
+    fn shard(&self, key: &str) -> MutexGuard<'_, Shard<V>> {
+        let i = (self.hasher.hash_one(key) as usize) % SHARDS;
         match self.shards[i].lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
     }
 
-    fn room(map: &mut HashMap<Box<str>, (Instant, V)>, now: Instant) -> Result<(), StateError> {
+    fn room(map: &mut Shard<V>, now: Instant) -> Result<(), StateError> {
         if map.len() >= SHARD_CAP {
             map.retain(|_, (d, _)| *d > now);
             if map.len() >= SHARD_CAP {

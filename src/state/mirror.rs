@@ -73,7 +73,7 @@ impl RedisStore {
 
     fn sub_clients(&self) -> Vec<redis::Client> {
         match &self.settings.target {
-            Target::Single(c) => vec![c.clone()],
+            Target::Single(c) => vec![(**c).clone()],
             Target::Cluster(_, nodes) => nodes.clone(),
         }
     }

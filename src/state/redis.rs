@@ -148,7 +148,7 @@ impl RedisStore {
                     .set_response_timeout(Some(timeout))
                     .set_number_of_retries(2)
                     .set_max_delay(Duration::from_millis(500));
-                redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), cfg)
+                redis::aio::ConnectionManager::new_lazy_with_config((**client).clone(), cfg)
                     .map(Conn::Single)
                     .map_err(|e| StateError::Backend(e.to_string()))?
             }
