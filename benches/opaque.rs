@@ -67,6 +67,7 @@ fn filter(c: &mut Criterion) {
             &cfg,
             "opaque.main",
             &warm,
+            &authedge::snapshot::state_store(&warm, None).expect("state"),
             None,
         ))
         .expect("realm");

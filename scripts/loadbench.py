@@ -109,8 +109,8 @@ def mint_rs256(work):
     return f"{header}.{claims}.{b64url(sig)}"
 
 
-def opaque_token(port):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/auth", method="POST",
+def opaque_token(port, path="/auth"):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="POST",
                                  data=json.dumps({"username": "bench", "password": "bench-password"}).encode(),
                                  headers={"content-type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as r:
@@ -175,24 +175,66 @@ http {{ access_log off; keepalive_requests 1000000;
                                     capture_output=True).stdout.decode().strip()
         cfg = cfg.replace("{bench_hash}", bench_hash)
         with open(f"{work}/authedge.yaml", "w") as f:
-            f.write(cfg)
+            f.write(cfg.replace("{state}", ""))
         edge = subprocess.Popen([BIN, "run", "--config", f"{work}/authedge.yaml"], stdout=subprocess.DEVNULL,
                                 env={**os.environ, "RUST_LOG": "warn"})
         procs.append(edge)
-        for p in (up, hap, ngp, edge_port, metrics_port) + ((barep,) if bare else ()):
+        # A second instance, identical but for its state in a local redis-server (revocations
+        # mirrored through pub/sub, rate limits one Lua step per request).
+        shared = None
+        if shutil.which("redis-server"):
+            rport = free_port()
+            procs.append(subprocess.Popen(["redis-server", "--port", str(rport), "--bind", "127.0.0.1",
+                                           "--save", "", "--appendonly", "no", "--dir", work],
+                                          stdout=subprocess.DEVNULL))
+            shared_port, shared_metrics = free_port(), free_port()
+            scfg = cfg.replace(f"127.0.0.1:{edge_port}", f"127.0.0.1:{shared_port}")
+            scfg = scfg.replace(f"127.0.0.1:{metrics_port}", f"127.0.0.1:{shared_metrics}")
+            scfg = scfg.replace(f"{work}/authedge.pid", f"{work}/shared.pid")
+            scfg = scfg.replace(f"{work}/authedge-upgrade.sock", f"{work}/shared-upgrade.sock")
+            scfg = scfg.replace("{state}", f"state: {{ redis: {{ url: \"redis://127.0.0.1:{rport}/0\", timeout: 50ms }} }}\n")
+            with open(f"{work}/shared.yaml", "w") as f:
+                f.write(scfg)
+            wait_port(rport)
+            shared = subprocess.Popen([BIN, "run", "--config", f"{work}/shared.yaml"], stdout=subprocess.DEVNULL,
+                                      env={**os.environ, "RUST_LOG": "warn"})
+            procs.append(shared)
+        for p in (up, hap, ngp, edge_port, metrics_port) + ((barep,) if bare else ()) + \
+                ((shared_port, shared_metrics) if shared else ()):
             wait_port(p)
+        if shared:
+            end = time.time() + 20
+            while time.time() < end:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{shared_metrics}/readyz", timeout=1) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    time.sleep(0.05)
 
         scenarios = [
             {"name": "authedge jwt RS256", "path": "/jwt", "headers": [f"Authorization: Bearer {jwt}"]},
             {"name": "authedge opaque", "path": "/opaque", "headers": [f"Authorization: Bearer {opaque_token(edge_port)}"]},
+            {"name": "opaque+limit", "path": "/opaque-limited",
+             "headers": [f"Authorization: Bearer {opaque_token(edge_port, '/auth-limited')}"]},
         ]
+        # (name, memory-state twin) for the shared-state instance's routes.
+        shared_targets = []
+        if shared:
+            shared_targets = [
+                ("opaque redis", f"http://127.0.0.1:{shared_port}/opaque",
+                 [f"Authorization: Bearer {opaque_token(shared_port)}"], [shared.pid], "authedge opaque"),
+                ("opaque+limit redis", f"http://127.0.0.1:{shared_port}/opaque-limited",
+                 [f"Authorization: Bearer {opaque_token(shared_port, '/auth-limited')}"], [shared.pid], "opaque+limit"),
+            ]
         targets = [
             ("upstream direct", f"http://127.0.0.1:{up}/", [], []),
             ("haproxy proxy", f"http://127.0.0.1:{hap}/public", [], tree(haproxy.pid)),
             ("nginx proxy", f"http://127.0.0.1:{ngp}/public", [], tree(nginx_proxy.pid)),
         ] + ([("pingora bare proxy", f"http://127.0.0.1:{barep}/public", [], [bare.pid])] if bare else []) + [
             ("authedge public", f"http://127.0.0.1:{edge_port}/public", [], [edge.pid]),
-        ] + [(s["name"], f"http://127.0.0.1:{edge_port}{s['path']}", s["headers"], [edge.pid]) for s in scenarios]
+        ] + [(s["name"], f"http://127.0.0.1:{edge_port}{s['path']}", s["headers"], [edge.pid]) for s in scenarios] \
+          + [t[:4] for t in shared_targets]
         # Round-robin: every repeat measures every target once, so drift on the machine hits all
         # targets alike instead of whichever ran last.
         # The order inside a round is shuffled (seeded, so a run can be repeated): a fixed order
@@ -247,6 +289,10 @@ http {{ access_log off; keepalive_requests 1000000;
                 q = statistics.quantiles(ratios, n=4)
                 print(f"  {sc['name']:<22} vs public: median {statistics.median(ratios):.3f} "
                       f"(quartiles {q[0]:.3f}-{q[2]:.3f})")
+        if shared_targets:
+            print("\nshared state (Redis) vs memory state, same routes, medians of per-round ratios (target >= 0.85):")
+            for name, _, _, _, twin in shared_targets:
+                print(f"  {name:<22} / {twin:<18} {ratio(name, twin):.3f}")
         print("\nreq/s per round:")
         for name, *_ in targets:
             print(f"  {name:<22}" + " ".join(f"{r['rps']:>7.0f}" for r in runs[name]))

@@ -16,7 +16,8 @@ command -v make >/dev/null || need_pkgs+=(make)
 command -v node >/dev/null || need_pkgs+=(nodejs)
 command -v npm >/dev/null || need_pkgs+=(npm)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
-command -v redis-server >/dev/null || need_pkgs+=(redis-server)
+# Shared-state tests start real redis-server processes (the package also gives redis-cli).
+{ command -v redis-server >/dev/null && command -v redis-cli >/dev/null; } || need_pkgs+=(redis-server)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
   if [ "$(id -u)" -eq 0 ]; then

@@ -21,6 +21,7 @@ use crate::config::Problems;
 use crate::identity::{HeaderInjector, StandardHeaders};
 use crate::metrics::Metrics;
 use crate::routing::{normalize_prefix, RouteKey, Router};
+use crate::state::{self, StateConfig, Store};
 use crate::upstream::{self, Upstream};
 
 /// State that survives reloads, and the runtime that background work (key fetches, refresh
@@ -139,11 +140,19 @@ pub struct Snapshot {
     pub listeners: Vec<ListenerConfig>,
     pub metrics: Option<MetricsConfig>,
     pub log: LogConfig,
+    /// The shared state (memory, or Redis kept across reloads while `state` is unchanged).
+    pub state: Store,
 }
 
 impl Snapshot {
     /// `None` when every filter can decide; else a short description of what is missing.
     pub fn not_ready(&self) -> Option<String> {
+        if !self.state.ready() {
+            return Some(format!(
+                "shared state ({}) does not answer",
+                self.state.backend()
+            ));
+        }
         self.routes
             .iter()
             .find(|r| r.chain.iter().any(|f| !f.ready()))
@@ -257,12 +266,22 @@ pub async fn compile(
         }
     }
 
+    // Shared state.
+    let state = match state_store(warm, cfg.state.as_ref()) {
+        Ok(s) => Some(s),
+        Err(errs) => {
+            problems.0.extend(errs.0);
+            None
+        }
+    };
+    let state = state.unwrap_or_else(|| state::MemoryStore::new(None));
+
     // Opaque realms (users, keys, token endpoints).
     let mut realms = HashMap::new();
     let mut endpoints: HashMap<String, Arc<dyn Endpoint>> = HashMap::new();
     for (name, r) in &cfg.opaque {
         let path = format!("opaque.{name}");
-        match opaque::build_realm(name, r, &path, warm, source).await {
+        match opaque::build_realm(name, r, &path, warm, &state, source).await {
             Ok((realm, eps)) => {
                 realms.insert(name.clone(), realm);
                 for (p, e) in eps {
@@ -413,5 +432,37 @@ pub async fn compile(
         listeners: cfg.listeners,
         metrics: cfg.metrics,
         log: cfg.log,
+        state,
     })
+}
+
+/// The store the `state` block asks for, shared across reloads while the block is unchanged
+/// (the same Redis connection; the same memory store when absent).
+pub fn state_store(warm: &Warm, cfg: Option<&StateConfig>) -> Result<Store, Problems> {
+    let plan = state::config::plan(cfg)?;
+    let metrics = warm.shared("state:metrics", || {
+        state::metrics::StateMetrics::new(&warm.metrics.registry)
+            .unwrap_or_else(|_| state::metrics::StateMetrics::detached())
+    });
+    let env = state::StateEnv {
+        control: &warm.control,
+        dry_run: warm.dry_run,
+        metrics,
+    };
+    // One current store: an unchanged block reuses it; a changed one replaces it, and the old
+    // store (its connection and background tasks) ends with the last snapshot that holds it.
+    let slot = warm.shared("state:current", || Mutex::new(None::<(String, Store)>));
+    let mut slot = match slot.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    let key = state::config::reuse_key(plan.as_ref());
+    if let Some((k, s)) = slot.as_ref() {
+        if k == key {
+            return Ok(s.clone());
+        }
+    }
+    let store = state::config::open(plan.as_ref(), &env);
+    *slot = Some((key.to_string(), store.clone()));
+    Ok(store)
 }

@@ -28,6 +28,9 @@ pub struct FileConfig {
     /// Named opaque-token realms (users, keys, token endpoint), used by `opaque` filters.
     #[serde(default)]
     pub opaque: BTreeMap<String, OpaqueRealmConfig>,
+    /// Shared state (Redis); memory when absent.
+    #[serde(default)]
+    pub state: Option<crate::state::StateConfig>,
     pub routes: Vec<RouteConfig>,
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::limits::RateLimitConfig;
+use super::limits::{OnStateError, RateLimitConfig};
 use super::users::UserConfig;
 use crate::config::secret::SecretSource;
 
@@ -49,6 +49,10 @@ pub struct OpaqueRealmConfig {
     pub rate_limit: Option<RateLimitConfig>,
     #[serde(default)]
     pub auth_rate_limit: AuthRateLimitConfig,
+    /// When the shared state cannot answer a rate limit: `deny` (503) or `allow`. Revocation
+    /// checks always fail closed.
+    #[serde(default)]
+    pub on_state_error: OnStateError,
     #[serde(default)]
     pub headers: OpaqueHeadersConfig,
 }

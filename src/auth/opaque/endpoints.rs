@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use super::limits::{client_key, inc};
+use super::limits::{client_key, inc, Stop};
 use super::{now_ms, Realm};
 use crate::auth::{bearer_token, Denial, DenyReason, Endpoint, Outcome, Reply, RequestView};
 use crate::tokens::aead::Claims;
@@ -174,11 +174,13 @@ impl TokenEndpoint {
         TokenEndpoint { realm }
     }
 
-    fn issue(&self, user_id: &str) -> Outcome {
+    async fn issue(&self, user_id: &str) -> Outcome {
         // Issued strictly after any revoke-all of this user, even within the same millisecond.
-        let now = match self.realm.revocations.user_cutoff(user_id) {
-            Some(cutoff) => now_ms().max(cutoff.saturating_add(1)),
-            None => now_ms(),
+        let realm = &self.realm;
+        let now = match realm.state.user_cutoff(&realm.revocations, user_id).await {
+            Ok(Some(cutoff)) => now_ms().max(cutoff.saturating_add(1)),
+            Ok(None) => now_ms(),
+            Err(_) => return unavailable(),
         };
         let lifetime = i64::try_from(self.realm.lifetime.as_secs()).unwrap_or(3600);
         let expires_at = now.div_euclid(1000).saturating_add(lifetime);
@@ -209,7 +211,7 @@ impl TokenEndpoint {
 /// Every realm endpoint takes POST only and shares the per-client limit of the token endpoint
 /// (revocations are kept until tokens expire, so an unlimited revoke endpoint would let one
 /// client fill the list). `Some` is the answer when the request stops here.
-fn post_within_client_limit(
+async fn post_within_client_limit(
     realm: &Realm,
     req: &RequestView<'_>,
     on_limited: impl FnOnce(),
@@ -217,12 +219,24 @@ fn post_within_client_limit(
     if req.method != Method::POST {
         return Some(method_not_allowed());
     }
-    let wait = realm
-        .login_client_limit
-        .check(&client_key(req.client_ip))
-        .err()?;
-    on_limited();
-    Some(too_many(wait))
+    let key = client_key(req.client_ip).to_string();
+    limited(realm.login_client_limit.check(&key).await, on_limited)
+}
+
+/// The answer when a limit stops the request.
+fn limited(r: Result<(), Stop>, on_limited: impl FnOnce()) -> Option<Outcome> {
+    match r.err()? {
+        Stop::Limited(wait) => {
+            on_limited();
+            Some(too_many(wait))
+        }
+        Stop::Unavailable => Some(unavailable()),
+    }
+}
+
+/// The shared state (or the password worker) could not answer: 503.
+fn unavailable() -> Outcome {
+    error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
 }
 
 #[async_trait]
@@ -239,16 +253,16 @@ impl Endpoint for TokenEndpoint {
         let realm = &self.realm;
         let m = &realm.logins;
         // The client limit first: one address cannot fill the username table.
-        if let Some(stop) = post_within_client_limit(realm, req, || inc(&m.rate_limited)) {
+        if let Some(stop) = post_within_client_limit(realm, req, || inc(&m.rate_limited)).await {
             return stop;
         }
         let Some(creds) = parse_login(req) else {
             inc(&m.malformed);
             return error(StatusCode::BAD_REQUEST, "invalid_request");
         };
-        if let Err(wait) = realm.login_user_limit.check(&creds.username) {
-            inc(&m.rate_limited);
-            return too_many(wait);
+        let by_user = realm.login_user_limit.check(&creds.username).await;
+        if let Some(stop) = limited(by_user, || inc(&m.rate_limited)) {
+            return stop;
         }
         let user = realm.users.by_name.get(&creds.username).cloned();
         let hash = match &user {
@@ -263,7 +277,7 @@ impl Endpoint for TokenEndpoint {
             // Outside the user's networks looks exactly like a wrong password: no oracle.
             Some(u) if verified && u.client_allowed(req.client_ip) => {
                 inc(&m.success);
-                self.issue(&u.id)
+                self.issue(&u.id).await
             }
             _ => {
                 inc(&m.bad_credentials);
@@ -307,13 +321,14 @@ impl RevokeEndpoint {
     }
 }
 
-fn revoke_token(realm: &Realm, token: &str) -> Option<Outcome> {
+async fn revoke_token(realm: &Realm, token: &str) -> Option<Outcome> {
     let now = now_ms();
     let claims = realm.keyring.open(token, now).ok()?;
-    if realm
-        .revocations
-        .revoke_token(claims.token_id, claims.expires_at, now.div_euclid(1000))
-    {
+    let done = realm
+        .state
+        .revoke_token(&realm.revocations, &claims.token_id, claims.expires_at)
+        .await;
+    if done.is_ok() {
         Some(json_reply(
             StatusCode::OK,
             serde_json::json!({ "revoked": true }),
@@ -337,11 +352,11 @@ impl Endpoint for RevokeEndpoint {
     }
 
     async fn handle(&self, req: &RequestView<'_>) -> Outcome {
-        if let Some(stop) = post_within_client_limit(&self.realm, req, || ()) {
+        if let Some(stop) = post_within_client_limit(&self.realm, req, || ()).await {
             return stop;
         }
         match token_from(req) {
-            Ok(Some(t)) => revoke_token(&self.realm, &t).unwrap_or_else(|| {
+            Ok(Some(t)) => revoke_token(&self.realm, &t).await.unwrap_or_else(|| {
                 json_reply(StatusCode::OK, serde_json::json!({ "revoked": false }))
             }),
             _ => error(StatusCode::BAD_REQUEST, "invalid_request"),
@@ -404,7 +419,7 @@ impl Endpoint for AdminEndpoint {
 
     async fn handle(&self, req: &RequestView<'_>) -> Outcome {
         let realm = &self.realm;
-        if let Some(stop) = post_within_client_limit(realm, req, || ()) {
+        if let Some(stop) = post_within_client_limit(realm, req, || ()).await {
             return stop;
         }
         if !self.authorized(req) {
@@ -416,13 +431,14 @@ impl Endpoint for AdminEndpoint {
         };
         match (body.token, body.user, body.user_id) {
             (Some(t), None, None) => revoke_token(realm, &t)
+                .await
                 .unwrap_or_else(|| error(StatusCode::BAD_REQUEST, "invalid_token")),
             (None, Some(name), None) => match realm.users.by_name.get(&name) {
-                Some(u) => revoke_user(realm, &u.id),
+                Some(u) => revoke_user(realm, &u.id).await,
                 None => error(StatusCode::NOT_FOUND, "unknown_user"),
             },
             (None, None, Some(id)) => match realm.users.by_id.get(id.as_str()) {
-                Some(u) => revoke_user(realm, &u.id),
+                Some(u) => revoke_user(realm, &u.id).await,
                 None => error(StatusCode::NOT_FOUND, "unknown_user"),
             },
             _ => error(StatusCode::BAD_REQUEST, "invalid_request"),
@@ -430,8 +446,12 @@ impl Endpoint for AdminEndpoint {
     }
 }
 
-fn revoke_user(realm: &Realm, id: &str) -> Outcome {
-    if realm.revocations.revoke_user(id, now_ms()) {
+async fn revoke_user(realm: &Realm, id: &str) -> Outcome {
+    let done = realm
+        .state
+        .revoke_user(&realm.revocations, id, now_ms())
+        .await;
+    if done.is_ok() {
         json_reply(
             StatusCode::OK,
             serde_json::json!({ "revoked": true, "user_id": id }),

@@ -1,6 +1,7 @@
 //! The `opaque` route filter: `Authorization: Bearer <token>` -> open with the realm's keys ->
 //! the user still exists -> not revoked -> client address allowed -> user or role allowed on the
-//! route -> per-user rate limit -> identity (`X-User`, `X-User-Roles`).
+//! route -> per-user rate limit -> identity (`X-User`, `X-User-Roles`). Revocations and the
+//! rate limit come from the shared state; when it cannot answer: 503.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use http::{HeaderName, HeaderValue, StatusCode};
 
+use super::limits::Stop;
 use super::{now_ms, Realm};
 use crate::auth::{bearer_token, AuthFilter, Denial, DenyReason, Outcome, RequestView};
 use crate::tokens::aead::OpenError;
@@ -58,6 +60,11 @@ impl OpaqueFilter {
     }
 }
 
+/// The shared state could not answer: 503, never an allow.
+fn state_unavailable() -> Outcome {
+    Outcome::deny(StatusCode::SERVICE_UNAVAILABLE, DenyReason::Internal)
+}
+
 #[async_trait]
 impl AuthFilter for OpaqueFilter {
     fn kind(&self) -> &'static str {
@@ -97,10 +104,24 @@ impl AuthFilter for OpaqueFilter {
         let Some(user) = realm.users.by_id.get(claims.user_id.as_str()) else {
             return self.invalid(DenyReason::WrongSubject);
         };
-        if realm
-            .revocations
-            .is_revoked(&claims.token_id, &claims.user_id, claims.issued_at_ms)
-        {
+        // The local copy answers without a round trip while it is current; else ask the store.
+        let (id, uid, iat) = (
+            &claims.token_id,
+            claims.user_id.as_str(),
+            claims.issued_at_ms,
+        );
+        let revoked = match realm.state.revoked_local(&realm.revocations, id, uid, iat) {
+            Some(r) => r,
+            None => match realm
+                .state
+                .is_revoked(&realm.revocations, id, uid, iat)
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => return state_unavailable(),
+            },
+        };
+        if revoked {
             return self.invalid(DenyReason::Revoked);
         }
         if !user.client_allowed(req.client_ip) {
@@ -112,11 +133,15 @@ impl AuthFilter for OpaqueFilter {
             }
         }
         if let Some(limit) = &realm.user_limit {
-            if let Err(wait) = limit.check(&user.id) {
-                return Outcome::Deny(
-                    Denial::new(StatusCode::TOO_MANY_REQUESTS, DenyReason::RateLimited)
-                        .with_header(http::header::RETRY_AFTER, HeaderValue::from(wait)),
-                );
+            match limit.check(&user.id).await {
+                Ok(()) => {}
+                Err(Stop::Limited(wait)) => {
+                    return Outcome::Deny(
+                        Denial::new(StatusCode::TOO_MANY_REQUESTS, DenyReason::RateLimited)
+                            .with_header(http::header::RETRY_AFTER, HeaderValue::from(wait)),
+                    )
+                }
+                Err(Stop::Unavailable) => return state_unavailable(),
             }
         }
         Outcome::Allow(user.identity.clone())

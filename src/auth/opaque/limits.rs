@@ -1,18 +1,14 @@
-//! State of an opaque realm that outlives reloads: rate limiters (governor, keyed) and the
-//! revocation list. Both are created through `Warm::shared`, keyed by realm name (and quota for
-//! limiters), so a reload keeps counters and revocations.
+//! Limits of an opaque realm: rate configs, [`SharedLimit`] (budgets kept in the shared state, so
+//! a reload keeps them and every instance sharing Redis shares them), client keys and login
+//! counters.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 
 use crate::snapshot::Warm;
+use crate::state::{Rate, RateDecision, Store};
 
 /// `{requests_per_second, burst}`: a token bucket refilled at `requests_per_second` (may be
 /// fractional, e.g. 0.2 = one per 5 s) holding at most `burst`.
@@ -24,83 +20,79 @@ pub struct RateLimitConfig {
 }
 
 impl RateLimitConfig {
-    /// The governor quota, or a message saying what is wrong.
-    pub fn quota(&self) -> Result<Quota, String> {
+    /// The rate, or a message saying what is wrong.
+    pub fn rate(&self) -> Result<Rate, String> {
         let rps = self.requests_per_second;
         if !rps.is_finite() || !(0.0001..=1_000_000.0).contains(&rps) {
             return Err("requests_per_second must be between 0.0001 and 1000000".into());
         }
-        let burst = std::num::NonZeroU32::new(self.burst).ok_or("burst must be at least 1")?;
-        let period = Duration::from_secs_f64(1.0 / rps);
-        let q = Quota::with_period(period).ok_or("requests_per_second is too large")?;
-        Ok(q.allow_burst(burst))
-    }
-
-    fn key(&self) -> String {
-        format!("{}/{}", self.requests_per_second, self.burst)
+        if self.burst == 0 {
+            return Err("burst must be at least 1".into());
+        }
+        if Duration::from_secs_f64(1.0 / rps) < Duration::from_micros(1) {
+            return Err("requests_per_second is too large".into());
+        }
+        Ok(Rate {
+            per_second: rps,
+            burst: self.burst,
+        })
     }
 }
 
-/// A keyed limiter that answers with the wait until the next allowed request.
-#[derive(Debug)]
-pub struct Limiter<K: std::hash::Hash + Eq + Clone + Send + Sync + 'static> {
-    inner: DefaultKeyedRateLimiter<K>,
-    clock: DefaultClock,
+/// What the realm does when the shared state cannot answer a rate limit
+/// (`on_state_error`): `deny` (503, the default) or `allow` (let the request through).
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStateError {
+    #[default]
+    Deny,
+    Allow,
 }
 
-impl<K: std::hash::Hash + Eq + Clone + Send + Sync + 'static> Limiter<K> {
-    fn new(quota: Quota) -> Self {
-        Limiter {
-            inner: RateLimiter::keyed(quota),
-            clock: DefaultClock::default(),
+/// Why a limited request stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Over the budget: retry after this many seconds (at least 1).
+    Limited(u64),
+    /// The shared state failed and the realm fails closed: 503.
+    Unavailable,
+}
+
+/// One budget per key, kept in the shared state (one budget across every instance sharing it).
+/// Keys are generic: `{realm}:{name}:{key}` with any caller-chosen key (a user id, a username,
+/// a username and client network ...).
+#[derive(Debug, Clone)]
+pub struct SharedLimit {
+    store: Store,
+    prefix: String,
+    rate: Rate,
+    on_error: OnStateError,
+}
+
+impl SharedLimit {
+    /// `name` tells the limits of a realm apart (`user`, `login-user`, `login-client`).
+    pub fn new(store: &Store, realm: &str, name: &str, rate: Rate, on_error: OnStateError) -> Self {
+        SharedLimit {
+            store: store.clone(),
+            // The rate is part of the key: a changed rate starts a fresh budget, as before.
+            prefix: format!("{realm}:{name}:{}/{}:", rate.per_second, rate.burst),
+            rate,
+            on_error,
         }
     }
 
-    /// `Ok` if allowed; `Err(seconds to wait)` (at least 1) if over the limit.
-    pub fn check(&self, key: &K) -> Result<(), u64> {
-        match self.inner.check_key(key) {
-            Ok(()) => Ok(()),
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(self.clock.now());
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                Err(secs.max(1))
-            }
+    /// One request against `key`'s budget.
+    pub async fn check(&self, key: &str) -> Result<(), Stop> {
+        let mut k = String::with_capacity(self.prefix.len() + key.len());
+        k.push_str(&self.prefix);
+        k.push_str(key);
+        match self.store.rate_limit(&k, self.rate).await {
+            Ok(RateDecision::Allowed) => Ok(()),
+            Ok(d) => Err(Stop::Limited(d.retry_after_secs().unwrap_or(1))),
+            Err(_) if self.on_error == OnStateError::Allow => Ok(()),
+            Err(_) => Err(Stop::Unavailable),
         }
     }
-
-    fn tidy(&self) {
-        self.inner.retain_recent();
-        self.inner.shrink_to_fit();
-    }
-}
-
-/// A limiter shared across reloads under `name` and its quota; a background task on the control
-/// runtime forgets idle keys every minute (not under `check`).
-pub fn shared_limiter<K: std::hash::Hash + Eq + Clone + Send + Sync + 'static>(
-    warm: &Warm,
-    name: &str,
-    cfg: &RateLimitConfig,
-    quota: Quota,
-) -> Arc<Limiter<K>> {
-    let key = format!("opaque:limiter:{name}:{}", cfg.key());
-    let mut created = false;
-    let limiter = warm.shared(&key, || {
-        created = true;
-        Limiter::<K>::new(quota)
-    });
-    if created && !warm.dry_run {
-        let weak: Weak<Limiter<K>> = Arc::downgrade(&limiter);
-        warm.control.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let Some(l) = weak.upgrade() else { break };
-                l.tidy();
-            }
-        });
-    }
-    limiter
 }
 
 /// The key a client address is limited under: the address itself for IPv4, its /64 for IPv6
@@ -162,147 +154,6 @@ impl LoginCounters {
     }
 }
 
-/// Most revocation entries kept; beyond it (after dropping expired ones) revocation fails with
-/// 503 rather than forgetting older entries.
-const MAX_REVOCATIONS: usize = 1_000_000;
-
-#[derive(Debug, Default)]
-struct RevokedSets {
-    /// Token id -> its expiry (unix seconds).
-    tokens: HashMap<[u8; 16], i64>,
-    /// User id -> (tokens issued at or before this ms are revoked, keep until unix seconds).
-    users: HashMap<String, (i64, i64)>,
-}
-
-/// Revoked tokens and users of one realm, kept until the tokens would have expired.
-#[derive(Debug, Default)]
-pub struct Revocations {
-    sets: RwLock<RevokedSets>,
-    /// Entries in `sets`; lets the request path skip the lock when nothing is revoked.
-    count: AtomicUsize,
-    /// Longest token lifetime (seconds) any build of the realm has used.
-    max_lifetime: AtomicI64,
-}
-
-impl Revocations {
-    /// The realm's list, shared across reloads.
-    /// A background task on the control runtime drops expired entries every minute (not under
-    /// `check`).
-    pub fn shared(warm: &Warm, realm: &str, lifetime: Duration) -> Arc<Revocations> {
-        let mut created = false;
-        let r = warm.shared(&format!("opaque:revocations:{realm}"), || {
-            created = true;
-            Revocations::default()
-        });
-        if created && !warm.dry_run {
-            let weak: Weak<Revocations> = Arc::downgrade(&r);
-            warm.control.spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(60));
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    let Some(r) = weak.upgrade() else { break };
-                    if !r.is_empty() {
-                        r.purge(super::now_ms().div_euclid(1000));
-                    }
-                }
-            });
-        }
-        let secs = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
-        r.max_lifetime.fetch_max(secs, Ordering::Relaxed);
-        r
-    }
-
-    /// Whether a token (by id, user and issue time) is revoked.
-    pub fn is_revoked(&self, token_id: &[u8; 16], user_id: &str, issued_at_ms: i64) -> bool {
-        if self.count.load(Ordering::Acquire) == 0 {
-            return false;
-        }
-        let sets = match self.sets.read() {
-            Ok(s) => s,
-            Err(p) => p.into_inner(),
-        };
-        if sets.tokens.contains_key(token_id) {
-            return true;
-        }
-        matches!(sets.users.get(user_id), Some((cutoff, _)) if issued_at_ms <= *cutoff)
-    }
-
-    /// The revoke-all cutoff of a user (tokens issued at or before it, in ms, are revoked).
-    pub fn user_cutoff(&self, user_id: &str) -> Option<i64> {
-        if self.count.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        let sets = match self.sets.read() {
-            Ok(s) => s,
-            Err(p) => p.into_inner(),
-        };
-        sets.users.get(user_id).map(|(cutoff, _)| *cutoff)
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, RevokedSets> {
-        match self.sets.write() {
-            Ok(s) => s,
-            Err(p) => p.into_inner(),
-        }
-    }
-
-    fn make_room(&self, sets: &mut RevokedSets, now_s: i64) -> bool {
-        if sets.tokens.len() + sets.users.len() < MAX_REVOCATIONS {
-            return true;
-        }
-        sets.tokens.retain(|_, exp| *exp > now_s);
-        sets.users.retain(|_, (_, keep)| *keep > now_s);
-        sets.tokens.len() + sets.users.len() < MAX_REVOCATIONS
-    }
-
-    /// Revoke one token until its expiry. False when the list is full.
-    pub fn revoke_token(&self, token_id: [u8; 16], expires_at: i64, now_s: i64) -> bool {
-        let mut sets = self.write();
-        if !self.make_room(&mut sets, now_s) {
-            return false;
-        }
-        sets.tokens.insert(token_id, expires_at);
-        self.count
-            .store(sets.tokens.len() + sets.users.len(), Ordering::Release);
-        true
-    }
-
-    /// Revoke every token of a user issued up to `now_ms`. False when the list is full.
-    pub fn revoke_user(&self, user_id: &str, now_ms: i64) -> bool {
-        let now_s = now_ms.div_euclid(1000);
-        let keep = now_s
-            .saturating_add(self.max_lifetime.load(Ordering::Relaxed))
-            .saturating_add(1);
-        let mut sets = self.write();
-        if !self.make_room(&mut sets, now_s) {
-            return false;
-        }
-        sets.users.insert(user_id.to_string(), (now_ms, keep));
-        self.count
-            .store(sets.tokens.len() + sets.users.len(), Ordering::Release);
-        true
-    }
-
-    /// Drop entries whose tokens have all expired.
-    pub fn purge(&self, now_s: i64) {
-        let mut sets = self.write();
-        sets.tokens.retain(|_, exp| *exp > now_s);
-        sets.users.retain(|_, (_, keep)| *keep > now_s);
-        self.count
-            .store(sets.tokens.len() + sets.users.len(), Ordering::Release);
-    }
-
-    /// Entries held (tokens and users).
-    pub fn len(&self) -> usize {
-        self.count.load(Ordering::Acquire)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,43 +164,26 @@ mod tests {
             requests_per_second: 0.0,
             burst: 1
         }
-        .quota()
+        .rate()
         .is_err());
         assert!(RateLimitConfig {
             requests_per_second: 1.0,
             burst: 0
         }
-        .quota()
+        .rate()
         .is_err());
         assert!(RateLimitConfig {
             requests_per_second: f64::NAN,
             burst: 1
         }
-        .quota()
+        .rate()
         .is_err());
         assert!(RateLimitConfig {
             requests_per_second: 0.2,
             burst: 3
         }
-        .quota()
+        .rate()
         .is_ok());
-    }
-
-    #[test]
-    fn limiter_trips_with_retry_after() {
-        let q = RateLimitConfig {
-            requests_per_second: 0.01,
-            burst: 2,
-        }
-        .quota()
-        .unwrap();
-        let l = Limiter::<String>::new(q);
-        let k = "alice".to_string();
-        assert!(l.check(&k).is_ok());
-        assert!(l.check(&k).is_ok());
-        let wait = l.check(&k).unwrap_err();
-        assert!((1..=100).contains(&wait), "{wait}");
-        assert!(l.check(&"bob".to_string()).is_ok());
     }
 
     #[test]
@@ -363,22 +197,5 @@ mod tests {
             client_key(None),
             client_key(Some("10.0.0.1".parse().unwrap()))
         );
-    }
-
-    #[test]
-    fn revocations() {
-        let r = Revocations::default();
-        r.max_lifetime.store(3600, Ordering::Relaxed);
-        assert!(!r.is_revoked(&[1; 16], "u", 10));
-        assert!(r.revoke_token([1; 16], 100, 0));
-        assert!(r.is_revoked(&[1; 16], "u", 10));
-        assert!(!r.is_revoked(&[2; 16], "u", 10));
-        assert!(r.revoke_user("v", 5_000));
-        assert!(r.is_revoked(&[2; 16], "v", 5_000));
-        assert!(!r.is_revoked(&[2; 16], "v", 5_001));
-        r.purge(101);
-        assert!(!r.is_revoked(&[1; 16], "u", 10));
-        assert!(r.is_revoked(&[2; 16], "v", 10));
-        assert_eq!(r.len(), 1);
     }
 }

@@ -6,7 +6,7 @@
 //! - [`password`]: Argon2id hashing and verification, `authedge hash-password`.
 //! - [`cache`]: tokens that already opened.
 //! - [`rewrite`]: ProxyAuth's `rewrite_plaintext` (users file rewritten with hashes).
-//! - [`limits`]: governor limiters and the revocation list, shared across reloads.
+//! - [`limits`]: rate limits kept in the shared state ([`crate::state`]), login counters.
 //! - [`endpoints`]: `POST /auth`, `/auth/revoke`, the admin revocation endpoint.
 //! - [`filter`]: the route filter (bearer token -> identity).
 //!
@@ -22,7 +22,6 @@ pub mod rewrite;
 pub mod users;
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,15 +34,16 @@ use crate::auth::{AuthFilter, Endpoint};
 use crate::config::Problems;
 use crate::snapshot::header_name;
 use crate::snapshot::Warm;
+use crate::state::{RevocationScope, Store};
 use crate::tokens::aead::{valid_key_id, Keyring, MIN_SECRET};
 
 pub use config::{
     AuthRateLimitConfig, KeyConfig, OpaqueHeadersConfig, OpaqueRealmConfig, OpaqueRouteConfig,
 };
-pub use limits::RateLimitConfig;
+pub use limits::{OnStateError, RateLimitConfig};
 pub use users::{hash_password, hash_password_from_reader, UserConfig};
 
-use limits::{Limiter, Revocations};
+use limits::SharedLimit;
 use users::{Sourced, UserDb, UserOptions};
 
 /// A built realm, shared by its endpoints and by the filters of routes that name it.
@@ -52,10 +52,12 @@ pub struct Realm {
     pub name: String,
     pub(crate) keyring: Keyring,
     pub(crate) users: UserDb,
-    pub(crate) revocations: Arc<Revocations>,
-    pub(crate) user_limit: Option<Arc<Limiter<Arc<str>>>>,
-    pub(crate) login_user_limit: Arc<Limiter<String>>,
-    pub(crate) login_client_limit: Arc<Limiter<IpAddr>>,
+    /// Shared state: revocations and rate limits live there.
+    pub(crate) state: Store,
+    pub(crate) revocations: Arc<RevocationScope>,
+    pub(crate) user_limit: Option<SharedLimit>,
+    pub(crate) login_user_limit: SharedLimit,
+    pub(crate) login_client_limit: SharedLimit,
     pub(crate) lifetime: Duration,
     pub(crate) user_header: Option<HeaderName>,
     pub(crate) roles_header: Option<HeaderName>,
@@ -132,6 +134,7 @@ pub async fn build_realm(
     cfg: &OpaqueRealmConfig,
     path: &str,
     warm: &Warm,
+    state: &Store,
     source: Option<&Path>,
 ) -> Result<(Arc<Realm>, RealmEndpoints), Problems> {
     let mut problems = Problems::default();
@@ -254,17 +257,17 @@ pub async fn build_realm(
     }
 
     // Rate limits.
-    let user_quota = cfg.rate_limit.as_ref().and_then(|r| match r.quota() {
-        Ok(q) => Some((r, q)),
+    let user_quota = cfg.rate_limit.as_ref().and_then(|r| match r.rate() {
+        Ok(q) => Some(q),
         Err(m) => {
             problems.push(format!("{path}.rate_limit"), m);
             None
         }
     });
-    let per_username = cfg.auth_rate_limit.per_username.quota().map_err(|m| {
+    let per_username = cfg.auth_rate_limit.per_username.rate().map_err(|m| {
         problems.push(format!("{path}.auth_rate_limit.per_username"), m);
     });
-    let per_client = cfg.auth_rate_limit.per_client.quota().map_err(|m| {
+    let per_client = cfg.auth_rate_limit.per_client.rate().map_err(|m| {
         problems.push(format!("{path}.auth_rate_limit.per_client"), m);
     });
 
@@ -384,20 +387,10 @@ pub async fn build_realm(
         return Err(problems);
     }
 
-    let user_limit = user_quota
-        .map(|(c, q)| limits::shared_limiter::<Arc<str>>(warm, &format!("{name}:user"), c, q));
-    let login_user_limit = limits::shared_limiter::<String>(
-        warm,
-        &format!("{name}:login-user"),
-        &cfg.auth_rate_limit.per_username,
-        per_username,
-    );
-    let login_client_limit = limits::shared_limiter::<IpAddr>(
-        warm,
-        &format!("{name}:login-client"),
-        &cfg.auth_rate_limit.per_client,
-        per_client,
-    );
+    let on_err = cfg.on_state_error;
+    let user_limit = user_quota.map(|q| SharedLimit::new(state, name, "user", q, on_err));
+    let login_user_limit = SharedLimit::new(state, name, "login-user", per_username, on_err);
+    let login_client_limit = SharedLimit::new(state, name, "login-client", per_client, on_err);
     let challenge = HeaderValue::from_str(&format!("Bearer realm=\"{name}\""))
         .unwrap_or(HeaderValue::from_static("Bearer"));
     let invalid_token =
@@ -407,7 +400,8 @@ pub async fn build_realm(
         name: name.to_string(),
         keyring,
         users,
-        revocations: Revocations::shared(warm, name, cfg.token_lifetime),
+        state: state.clone(),
+        revocations: state.revocations(name, cfg.token_lifetime),
         user_limit,
         login_user_limit,
         login_client_limit,

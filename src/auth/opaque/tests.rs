@@ -24,9 +24,14 @@ fn realm_yaml(extra: &str) -> String {
     )
 }
 
+/// The memory store of `warm` (shared across rebuilds, as across reloads).
+fn mem(warm: &Warm) -> crate::state::Store {
+    crate::snapshot::state_store(warm, None).unwrap()
+}
+
 async fn build(yaml: &str, warm: &Warm) -> Result<(Arc<Realm>, RealmEndpoints), Problems> {
     let cfg: OpaqueRealmConfig = serde_norway::from_str(yaml).unwrap();
-    build_realm("main", &cfg, "opaque.main", warm, None).await
+    build_realm("main", &cfg, "opaque.main", warm, &mem(warm), None).await
 }
 
 fn view<'a>(m: &'a Method, h: &'a HeaderMap, body: &'a [u8], ip: &str) -> RequestView<'a> {
@@ -452,7 +457,7 @@ async fn plaintext_rewrite_and_users_file() {
     let cfg: OpaqueRealmConfig = serde_norway::from_str(&yaml).unwrap();
     // Dry run (check): no rewrite.
     let w = warm();
-    build_realm("main", &cfg, "opaque.main", &w, Some(&main))
+    build_realm("main", &cfg, "opaque.main", &w, &mem(&w), Some(&main))
         .await
         .unwrap();
     assert!(std::fs::read_to_string(&users)
@@ -461,7 +466,7 @@ async fn plaintext_rewrite_and_users_file() {
     // Run: rewritten, comment kept, and the new file loads without plaintext.
     let metrics = Arc::new(crate::metrics::Metrics::new().unwrap());
     let w = Warm::new(tokio::runtime::Handle::current(), metrics, false).unwrap();
-    let (realm, _) = build_realm("main", &cfg, "opaque.main", &w, Some(&main))
+    let (realm, _) = build_realm("main", &cfg, "opaque.main", &w, &mem(&w), Some(&main))
         .await
         .unwrap();
     let text = std::fs::read_to_string(&users).unwrap();
@@ -476,7 +481,7 @@ async fn plaintext_rewrite_and_users_file() {
         users.display()
     ))
     .unwrap();
-    build_realm("main", &strict, "opaque.main", &w, None)
+    build_realm("main", &strict, "opaque.main", &w, &mem(&w), None)
         .await
         .unwrap();
 }

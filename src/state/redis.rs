@@ -1,0 +1,432 @@
+//! The Redis (or Redis Cluster) [`StateStore`], shared by every instance that points at the same
+//! Redis and key prefix. One connection (redis-rs `ConnectionManager`, or the cluster client) with
+//! automatic reconnects, connected in the background; every command bounded by the configured
+//! timeout (past it: [`StateError::Timeout`], the caller answers 503). Rate limits are one Lua
+//! GCRA step on Redis' clock; revocations are written by a Lua script that also publishes them,
+//! and mirrored locally by [`super::mirror`] so that checking costs no round trip while the
+//! subscription is up.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use async_trait::async_trait;
+use redis::{FromRedisValue, Script};
+
+use super::config::{RedisSettings, Target};
+use super::metrics::{Op, StateMetrics};
+use super::revocations::hex_id;
+use super::{Rate, RateDecision, RevocationScope, StateError, StateStore};
+
+/// A live connection of either kind (both clone cheaply and reconnect by themselves).
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(redis::aio::ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+/// GCRA on Redis' clock. KEYS[1]: the key; ARGV: interval (µs), burst. Returns 0 when allowed,
+/// else the wait in µs.
+const GCRA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new = tat + interval
+local allow_at = new - burst * interval
+if allow_at > now then return math.ceil(allow_at - now) end
+redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', math.ceil((new - now) / 1000) + 1)
+return 0
+";
+
+/// Record a revocation and publish it. KEYS: tokens zset, user-cutoff hash, user-keep zset.
+/// ARGV: kind (t|u), member, value (expiry s | cutoff ms), keep-until s, now s, channel, message.
+const REVOKE: &str = r"
+local now = tonumber(ARGV[5])
+if ARGV[1] == 't' then
+  redis.call('ZADD', KEYS[1], 'GT', ARGV[3], ARGV[2])
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  if top[2] then redis.call('EXPIREAT', KEYS[1], math.floor(tonumber(top[2])) + 1) end
+else
+  local old = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '-1')
+  if tonumber(ARGV[3]) > old then redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) end
+  redis.call('ZADD', KEYS[3], 'GT', ARGV[4], ARGV[2])
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)
+  if #gone > 0 then
+    redis.call('HDEL', KEYS[2], unpack(gone))
+    redis.call('ZREM', KEYS[3], unpack(gone))
+  end
+  local top = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
+  if top[2] then
+    local at = math.floor(tonumber(top[2])) + 1
+    redis.call('EXPIREAT', KEYS[2], at)
+    redis.call('EXPIREAT', KEYS[3], at)
+  end
+end
+redis.call('PUBLISH', ARGV[6], ARGV[7])
+return 1
+";
+
+/// Whether a token is revoked. KEYS: tokens zset, user-cutoff hash. ARGV: id, user, issued ms,
+/// now s.
+const CHECK: &str = r"
+local e = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if e and tonumber(e) > tonumber(ARGV[4]) then return 1 end
+local c = redis.call('HGET', KEYS[2], ARGV[2])
+if c and tonumber(ARGV[3]) <= tonumber(c) then return 1 end
+return 0
+";
+
+/// The shared store.
+pub struct RedisStore {
+    pub(crate) settings: RedisSettings,
+    pub(crate) conn: ArcSwapOption<Conn>,
+    pub(crate) metrics: Arc<StateMetrics>,
+    /// The last ping answered.
+    pub(crate) healthy: AtomicBool,
+    /// The subscription epoch while the subscription is up and synced; 0 when down.
+    pub(crate) epoch: AtomicU64,
+    pub(crate) scopes: Mutex<HashMap<String, Arc<RevocationScope>>>,
+    /// Wakes the subscriber when a scope is added.
+    pub(crate) new_scope: tokio::sync::Notify,
+    gcra: Script,
+    revoke: Script,
+    check: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("backend", &self.backend())
+            .field("key_prefix", &self.settings.key_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// A store that connects in the background on `control` (`None`: never connects, for
+    /// `check`).
+    pub fn new(
+        settings: RedisSettings,
+        metrics: Arc<StateMetrics>,
+        control: Option<&tokio::runtime::Handle>,
+    ) -> Arc<RedisStore> {
+        let store = Arc::new(RedisStore {
+            settings,
+            conn: ArcSwapOption::empty(),
+            metrics,
+            healthy: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
+            scopes: Mutex::new(HashMap::new()),
+            new_scope: tokio::sync::Notify::new(),
+            gcra: Script::new(GCRA),
+            revoke: Script::new(REVOKE),
+            check: Script::new(CHECK),
+        });
+        if let Some(rt) = control {
+            super::mirror::start(&store, rt);
+        }
+        store
+    }
+
+    /// Connect (the cluster client needs a first answer); the connection then reconnects by
+    /// itself.
+    pub(crate) async fn connect(&self) -> Result<(), StateError> {
+        if self.conn.load().is_some() {
+            return Ok(());
+        }
+        let timeout = self.settings.timeout;
+        let conn = match &self.settings.target {
+            Target::Single(client) => {
+                let cfg = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout.max(Duration::from_millis(500))))
+                    .set_response_timeout(Some(timeout))
+                    .set_number_of_retries(2)
+                    .set_max_delay(Duration::from_millis(500));
+                redis::aio::ConnectionManager::new_lazy_with_config((**client).clone(), cfg)
+                    .map(Conn::Single)
+                    .map_err(|e| StateError::Backend(e.to_string()))?
+            }
+            Target::Cluster(client, _) => {
+                let fut = client.get_async_connection();
+                match tokio::time::timeout(timeout.max(Duration::from_secs(2)), fut).await {
+                    Ok(Ok(c)) => Conn::Cluster(c),
+                    Ok(Err(e)) => return Err(StateError::Backend(e.to_string())),
+                    Err(_) => return Err(StateError::Timeout),
+                }
+            }
+        };
+        self.conn.store(Some(Arc::new(conn)));
+        Ok(())
+    }
+
+    /// `prefix` + `kind` + `key`.
+    fn key(&self, kind: &str, key: &str) -> String {
+        let p = &self.settings.key_prefix;
+        let mut s = String::with_capacity(p.len() + kind.len() + key.len());
+        s.push_str(p);
+        s.push_str(kind);
+        s.push_str(key);
+        s
+    }
+
+    /// The keys of a revocation scope (one hash slot: the scope is the hash tag).
+    pub(crate) fn scope_keys(&self, scope: &str) -> [String; 3] {
+        let p = &self.settings.key_prefix;
+        [
+            format!("{p}rev:{{{scope}}}:t"),
+            format!("{p}rev:{{{scope}}}:u"),
+            format!("{p}rev:{{{scope}}}:ue"),
+        ]
+    }
+
+    /// The channel revocations are published on.
+    pub(crate) fn channel(&self) -> String {
+        format!("{}revocations", self.settings.key_prefix)
+    }
+
+    /// Run a command (or a script) with the timeout, counting errors and latency under `op`.
+    pub(crate) async fn run<T: FromRedisValue>(
+        &self,
+        op: Op,
+        work: Work<'_>,
+    ) -> Result<T, StateError> {
+        let started = Instant::now();
+        let result = match self.conn.load_full() {
+            None => Err(StateError::NotConnected),
+            Some(conn) => {
+                let conn = (*conn).clone();
+                match tokio::time::timeout(self.settings.timeout, exec(conn, work)).await {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(e)) => Err(StateError::Backend(e.to_string())),
+                    Err(_) => Err(StateError::Timeout),
+                }
+            }
+        };
+        self.metrics.observe(op, started.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            self.metrics.error(op);
+            tracing::debug!(op = op.label(), error = %e, "shared state operation failed");
+        }
+        result
+    }
+
+    fn ttl_ms(ttl: Duration) -> u64 {
+        u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// Whether the local copy of `scope` is current.
+    fn mirrored(&self, scope: &RevocationScope) -> bool {
+        let e = self.epoch.load(Ordering::Acquire);
+        e != 0 && scope.synced.load(Ordering::Acquire) == e
+    }
+}
+
+/// A command or a script invocation.
+pub(crate) enum Work<'a> {
+    Cmd(&'a redis::Cmd),
+    Script(&'a redis::ScriptInvocation<'a>),
+}
+
+async fn on<C: redis::aio::ConnectionLike, T: FromRedisValue>(
+    c: &mut C,
+    work: Work<'_>,
+) -> redis::RedisResult<T> {
+    match work {
+        Work::Cmd(cmd) => cmd.query_async(c).await,
+        Work::Script(inv) => inv.invoke_async(c).await,
+    }
+}
+
+async fn exec<T: FromRedisValue>(conn: Conn, work: Work<'_>) -> redis::RedisResult<T> {
+    match conn {
+        Conn::Single(mut c) => on(&mut c, work).await,
+        Conn::Cluster(mut c) => on(&mut c, work).await,
+    }
+}
+
+#[async_trait]
+impl StateStore for RedisStore {
+    fn backend(&self) -> &'static str {
+        match self.settings.target {
+            Target::Single(_) => "redis",
+            Target::Cluster(..) => "redis-cluster",
+        }
+    }
+
+    fn ready(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    async fn nonce_once(&self, key: &str, ttl: Duration) -> Result<bool, StateError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key("nonce:", key))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(Self::ttl_ms(ttl));
+        let r: Option<String> = self.run(Op::Nonce, Work::Cmd(&cmd)).await?;
+        Ok(r.is_some())
+    }
+
+    async fn rate_limit(&self, key: &str, rate: Rate) -> Result<RateDecision, StateError> {
+        let mut inv = self.gcra.key(self.key("rl:", key));
+        inv.arg(rate.interval_us()).arg(rate.burst.max(1));
+        let wait_us: u64 = self.run(Op::RateLimit, Work::Script(&inv)).await?;
+        Ok(if wait_us == 0 {
+            RateDecision::Allowed
+        } else {
+            RateDecision::Limited {
+                retry_after: Duration::from_micros(wait_us),
+            }
+        })
+    }
+
+    fn revocations(&self, scope: &str, max_lifetime: Duration) -> Arc<RevocationScope> {
+        let (s, created) = super::memory::scope_in(&self.scopes, scope, max_lifetime);
+        if created {
+            self.new_scope.notify_one();
+        }
+        s
+    }
+
+    async fn revoke_token(
+        &self,
+        scope: &RevocationScope,
+        token_id: &[u8; 16],
+        expires_at_s: i64,
+    ) -> Result<(), StateError> {
+        let now_s = super::unix_ms().div_euclid(1000);
+        let id = hex_id(token_id);
+        let msg = format!("t\x1f{}\x1f{expires_at_s}\x1f0\x1f{id}", scope.name());
+        let keys = self.scope_keys(scope.name());
+        let mut inv = self.revoke.prepare_invoke();
+        inv.key(&keys[0]).key(&keys[1]).key(&keys[2]);
+        inv.arg("t").arg(&id).arg(expires_at_s).arg(0).arg(now_s);
+        inv.arg(self.channel()).arg(msg);
+        let _: i64 = self.run(Op::Revoke, Work::Script(&inv)).await?;
+        scope.add_token(*token_id, expires_at_s, now_s);
+        Ok(())
+    }
+
+    async fn revoke_user(
+        &self,
+        scope: &RevocationScope,
+        user_id: &str,
+        cutoff_ms: i64,
+    ) -> Result<(), StateError> {
+        let now_s = super::unix_ms().div_euclid(1000);
+        let keep = scope.user_keep_until(cutoff_ms);
+        let msg = format!(
+            "u\x1f{}\x1f{cutoff_ms}\x1f{keep}\x1f{user_id}",
+            scope.name()
+        );
+        let keys = self.scope_keys(scope.name());
+        let mut inv = self.revoke.prepare_invoke();
+        inv.key(&keys[0]).key(&keys[1]).key(&keys[2]);
+        inv.arg("u")
+            .arg(user_id)
+            .arg(cutoff_ms)
+            .arg(keep)
+            .arg(now_s);
+        inv.arg(self.channel()).arg(msg);
+        let _: i64 = self.run(Op::Revoke, Work::Script(&inv)).await?;
+        scope.add_user(user_id, cutoff_ms, keep, now_s);
+        Ok(())
+    }
+
+    fn revoked_local(
+        &self,
+        scope: &RevocationScope,
+        token_id: &[u8; 16],
+        user_id: &str,
+        issued_at_ms: i64,
+    ) -> Option<bool> {
+        self.mirrored(scope)
+            .then(|| scope.is_revoked(token_id, user_id, issued_at_ms))
+    }
+
+    async fn is_revoked(
+        &self,
+        scope: &RevocationScope,
+        token_id: &[u8; 16],
+        user_id: &str,
+        issued_at_ms: i64,
+    ) -> Result<bool, StateError> {
+        if let Some(r) = self.revoked_local(scope, token_id, user_id, issued_at_ms) {
+            return Ok(r);
+        }
+        let keys = self.scope_keys(scope.name());
+        let mut inv = self.check.prepare_invoke();
+        inv.key(&keys[0]).key(&keys[1]);
+        inv.arg(hex_id(token_id))
+            .arg(user_id)
+            .arg(issued_at_ms)
+            .arg(super::unix_ms().div_euclid(1000));
+        let r: i64 = self.run(Op::RevocationLookup, Work::Script(&inv)).await?;
+        Ok(r == 1)
+    }
+
+    async fn user_cutoff(
+        &self,
+        scope: &RevocationScope,
+        user_id: &str,
+    ) -> Result<Option<i64>, StateError> {
+        if self.mirrored(scope) {
+            return Ok(scope.user_cutoff(user_id));
+        }
+        let keys = self.scope_keys(scope.name());
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(&keys[1]).arg(user_id);
+        self.run(Op::RevocationLookup, Work::Cmd(&cmd)).await
+    }
+
+    async fn session_get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.key("sess:", key));
+        self.run(Op::SessionGet, Work::Cmd(&cmd)).await
+    }
+
+    async fn session_put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StateError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key("sess:", key))
+            .arg(value)
+            .arg("PX")
+            .arg(Self::ttl_ms(ttl));
+        let _: String = self.run(Op::SessionPut, Work::Cmd(&cmd)).await?;
+        Ok(())
+    }
+
+    async fn session_delete(&self, key: &str) -> Result<(), StateError> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.key("sess:", key));
+        let _: i64 = self.run(Op::SessionDelete, Work::Cmd(&cmd)).await?;
+        Ok(())
+    }
+
+    async fn code_put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StateError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key("code:", key))
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(Self::ttl_ms(ttl));
+        let r: Option<String> = self.run(Op::CodePut, Work::Cmd(&cmd)).await?;
+        Ok(r.is_some())
+    }
+
+    async fn code_take(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let mut cmd = redis::cmd("GETDEL");
+        cmd.arg(self.key("code:", key));
+        self.run(Op::CodeTake, Work::Cmd(&cmd)).await
+    }
+}
+
+#[cfg(test)]
+#[path = "redis_tests.rs"]
+mod tests;
