@@ -14,5 +14,6 @@ pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod snapshot;
+pub mod state;
 pub mod tokens;
 pub mod upstream;

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use http::{HeaderName, Method};
 use prometheus::{Histogram, IntCounter};
 
-use crate::auth::{jwt, opaque, AuthFilter, Chain, Endpoint};
+use crate::auth::{jwt, opaque, signed, AuthFilter, Chain, Endpoint};
 use crate::config::schema::{
     FileConfig, FilterConfig, ListenerConfig, LogConfig, MetricsConfig, ServerConfig,
 };
@@ -337,6 +337,7 @@ pub async fn compile(
             let built: Result<Arc<dyn AuthFilter>, Problems> = match f {
                 FilterConfig::Jwt(c) => jwt::build(c, &fp, warm).await,
                 FilterConfig::Opaque(c) => opaque::build_filter(c, &realms, &fp, warm),
+                FilterConfig::Signed(c) => signed::build(c, &fp, warm),
             };
             match built {
                 Ok(f) => chain.push(f),

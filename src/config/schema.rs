@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::auth::jwt::JwtConfig;
 use crate::auth::opaque::{OpaqueRealmConfig, OpaqueRouteConfig};
+use crate::auth::signed::SignedConfig;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -249,4 +250,5 @@ pub struct RouteConfig {
 pub enum FilterConfig {
     Jwt(Box<JwtConfig>),
     Opaque(OpaqueRouteConfig),
+    Signed(Box<SignedConfig>),
 }

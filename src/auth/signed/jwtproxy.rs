@@ -1,0 +1,1 @@
+//! jwtproxy drop-in (filled in below).
