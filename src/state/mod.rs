@@ -1,101 +1,172 @@
-//! The shared-state interface. For now only what the `signed` mode needs: one-time nonces,
-//! kept in memory (per process). The state issue replaces this with the full interface
-//! (memory and Redis); the signature `nonce_once(key, ttl) -> Result<bool, StateError>` is the
-//! one agreed with it.
+//! Shared state behind one interface: replay nonces, revocations, rate-limit counters,
+//! server-side sessions and single-use codes. [`memory::MemoryStore`] (one instance, the default)
+//! and [`redis::RedisStore`] (Redis or Redis Cluster, shared by every instance) implement
+//! [`StateStore`]; modes hold an `Arc<dyn StateStore>` and never talk to Redis themselves.
+//!
+//! Every operation is async and returns `Result<_, StateError>`: a caller that gets an error
+//! fails closed (503), never allows. Everything stored expires by itself.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+pub mod memory;
+pub mod revocations;
 
-/// Why a state operation could not be done. Callers deny with 503, never allow.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use memory::MemoryStore;
+pub use revocations::RevocationScope;
+
+/// Why a state operation failed. Callers answer 503 (fail closed).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum StateError {
-    #[error("state store unavailable: {0}")]
-    Unavailable(String),
-    #[error("state store full")]
+    /// The backend has not answered yet (still connecting, or reconnecting).
+    #[error("shared state is not connected")]
+    NotConnected,
+    /// The command took longer than the configured timeout.
+    #[error("shared state command timed out")]
+    Timeout,
+    /// The backend answered with an error or the connection broke.
+    #[error("shared state backend error: {0}")]
+    Backend(String),
+    /// A bounded in-memory table is full of live entries.
+    #[error("shared state table is full")]
     Full,
 }
 
-/// Nonces in memory, each kept until its TTL ends. Bounded: when full of live nonces, new ones
-/// are refused with [`StateError::Full`] (a deny), never accepted unrecorded.
-#[derive(Debug)]
-pub struct MemoryNonces {
-    inner: Mutex<Inner>,
-    max: usize,
+/// A rate: a bucket refilled at `per_second` (may be fractional) holding at most `burst`.
+/// Validated by the config that made it (`per_second` > 0 and finite, `burst` >= 1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst: u32,
 }
 
-#[derive(Debug)]
-struct Inner {
-    seen: HashMap<Box<str>, Instant>,
-    next_purge: Instant,
-}
-
-/// Default bound on remembered nonces.
-pub const DEFAULT_MAX_NONCES: usize = 1_000_000;
-
-impl Default for MemoryNonces {
-    fn default() -> Self {
-        MemoryNonces::new(DEFAULT_MAX_NONCES)
-    }
-}
-
-impl MemoryNonces {
-    pub fn new(max: usize) -> MemoryNonces {
-        MemoryNonces {
-            inner: Mutex::new(Inner {
-                seen: HashMap::new(),
-                next_purge: Instant::now(),
-            }),
-            max,
+impl Rate {
+    /// The emission interval in microseconds (at least 1).
+    pub fn interval_us(&self) -> u64 {
+        let us = 1_000_000.0 / self.per_second;
+        if us.is_finite() && us >= 1.0 {
+            us.min(u64::MAX as f64 / 4.0) as u64
+        } else {
+            1
         }
     }
+}
 
-    /// Record `key` for `ttl`. `Ok(true)`: first use; `Ok(false)`: seen before and still live.
-    pub async fn nonce_once(&self, key: &str, ttl: Duration) -> Result<bool, StateError> {
-        let now = Instant::now();
-        let mut g = self
-            .inner
-            .lock()
-            .map_err(|_| StateError::Unavailable("nonce store poisoned".into()))?;
-        if let Some(until) = g.seen.get(key) {
-            if *until > now {
-                return Ok(false);
+/// The answer of a rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateDecision {
+    Allowed,
+    /// Over the limit; the next request is allowed after this wait.
+    Limited {
+        retry_after: Duration,
+    },
+}
+
+impl RateDecision {
+    /// Whole seconds for a `Retry-After` header (at least 1), `None` when allowed.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            RateDecision::Allowed => None,
+            RateDecision::Limited { retry_after } => {
+                let s = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                Some(s.max(1))
             }
         }
-        if g.seen.len() >= self.max || now >= g.next_purge {
-            g.seen.retain(|_, until| *until > now);
-            g.next_purge = now + Duration::from_secs(10);
-        }
-        if g.seen.len() >= self.max {
-            return Err(StateError::Full);
-        }
-        g.seen.insert(key.into(), now + ttl);
-        Ok(true)
-    }
-
-    pub fn len(&self) -> usize {
-        self.inner.lock().map(|g| g.seen.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// One interface for every kind of shared state. Keys are chosen by the caller (a mode), which
+/// puts its own scope in them (realm, route, provider); the store adds its key prefix and a
+/// namespace per kind, so a nonce key never meets a session key.
+#[async_trait]
+pub trait StateStore: Send + Sync + fmt::Debug {
+    /// `memory`, `redis` or `redis-cluster` (logs, metrics).
+    fn backend(&self) -> &'static str;
 
-    #[tokio::test]
-    async fn once_then_replay_then_expiry_and_bound() {
-        let n = MemoryNonces::new(2);
-        let min = Duration::from_secs(60);
-        assert_eq!(n.nonce_once("a", min).await, Ok(true));
-        assert_eq!(n.nonce_once("a", min).await, Ok(false));
-        // Expired at once: usable again, and purged when the store is full.
-        assert_eq!(n.nonce_once("b", Duration::ZERO).await, Ok(true));
-        assert_eq!(n.nonce_once("b", min).await, Ok(true));
-        assert_eq!(n.nonce_once("c", min).await, Err(StateError::Full));
-        assert_eq!(n.nonce_once("b", min).await, Ok(false));
+    /// Whether the backend answers (always true in memory). `/readyz` reports it.
+    fn ready(&self) -> bool;
+
+    /// Record `key` for `ttl` by an atomic set-if-absent. `Ok(true)`: first use; `Ok(false)`:
+    /// seen before (a replay), anywhere that shares this store.
+    async fn nonce_once(&self, key: &str, ttl: Duration) -> Result<bool, StateError>;
+
+    /// One request against the budget `rate` of `key` (GCRA, atomic in the backend).
+    async fn rate_limit(&self, key: &str, rate: Rate) -> Result<RateDecision, StateError>;
+
+    /// The revocation list named `scope` (an opaque realm), created on first use and kept for
+    /// the life of the store. `max_lifetime` is the longest token lifetime the scope issues (a
+    /// per-user revocation is kept that long).
+    fn revocations(&self, scope: &str, max_lifetime: Duration) -> Arc<RevocationScope>;
+
+    /// Revoke one token until `expires_at_s` (unix seconds), seen by every instance within 1 s.
+    async fn revoke_token(
+        &self,
+        scope: &RevocationScope,
+        token_id: &[u8; 16],
+        expires_at_s: i64,
+    ) -> Result<(), StateError>;
+
+    /// Revoke every token of `user_id` issued at or before `cutoff_ms` (unix ms).
+    async fn revoke_user(
+        &self,
+        scope: &RevocationScope,
+        user_id: &str,
+        cutoff_ms: i64,
+    ) -> Result<(), StateError>;
+
+    /// The answer from the local copy when it is known to be current (memory always; Redis while
+    /// its subscription is up and synced), without a round trip. `None`: ask [`Self::is_revoked`].
+    fn revoked_local(
+        &self,
+        scope: &RevocationScope,
+        token_id: &[u8; 16],
+        user_id: &str,
+        issued_at_ms: i64,
+    ) -> Option<bool>;
+
+    /// Whether a token is revoked: the local copy when current, else a lookup.
+    async fn is_revoked(
+        &self,
+        scope: &RevocationScope,
+        token_id: &[u8; 16],
+        user_id: &str,
+        issued_at_ms: i64,
+    ) -> Result<bool, StateError>;
+
+    /// The revoke-all cutoff (unix ms) of a user, if any.
+    async fn user_cutoff(
+        &self,
+        scope: &RevocationScope,
+        user_id: &str,
+    ) -> Result<Option<i64>, StateError>;
+
+    /// A server-side session.
+    async fn session_get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError>;
+    /// Store (or replace) a session for `ttl`.
+    async fn session_put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StateError>;
+    /// Remove a session (absent is fine).
+    async fn session_delete(&self, key: &str) -> Result<(), StateError>;
+
+    /// Store a single-use code for `ttl` unless the key exists. `Ok(false)`: it existed.
+    async fn code_put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StateError>;
+    /// Take a code: the first caller gets the value, every later one `None`.
+    async fn code_take(&self, key: &str) -> Result<Option<Vec<u8>>, StateError>;
+}
+
+/// The handle modes hold.
+pub type Store = Arc<dyn StateStore>;
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> i64 {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(_) => 0,
     }
 }
+
+/// The semantic checks every store must pass (used by unit and integration tests).
+#[doc(hidden)]
+pub mod suite;

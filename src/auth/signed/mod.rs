@@ -36,7 +36,7 @@ use crate::auth::{bearer_token, AuthFilter, Denial, DenyReason, Outcome, Request
 use crate::config::Problems;
 use crate::identity::Identity;
 use crate::snapshot::Warm;
-use crate::state::MemoryNonces;
+use crate::state::{MemoryStore, Store};
 use crate::tokens::jwks::{family_of, parse_alg, VerifyKey};
 
 const CHALLENGE: &str = r#"Bearer realm="authedge""#;
@@ -60,7 +60,7 @@ pub struct SignedFilter {
     rules: Rules,
     algs: Vec<Algorithm>,
     keys: KeySource,
-    nonces: Arc<MemoryNonces>,
+    nonces: Store,
     allow_basic: bool,
     max_token: usize,
 }
@@ -195,10 +195,20 @@ pub fn build(cfg: &SignedConfig, path: &str, warm: &Warm) -> Result<Arc<dyn Auth
         },
         algs,
         keys,
-        nonces: warm.shared("state|nonces", MemoryNonces::default),
+        nonces: nonce_store(warm),
         allow_basic: cfg.allow_basic,
         max_token: cfg.max_token_bytes,
     }))
+}
+
+/// The instance's state store (memory until a shared store is configured), shared by every
+/// filter and kept across reloads, so a reload never forgets nonces.
+fn nonce_store(warm: &Warm) -> Store {
+    let store = warm.shared("state|store", || -> Store {
+        let control = (!warm.dry_run).then_some(&warm.control);
+        MemoryStore::new(control)
+    });
+    Store::clone(&store)
 }
 
 /// The password of an `Authorization: Basic` header, when there is exactly one such header.
