@@ -139,6 +139,8 @@ pub struct Snapshot {
     pub listeners: Vec<ListenerConfig>,
     pub metrics: Option<MetricsConfig>,
     pub log: LogConfig,
+    /// Notes of a drop-in reader (e.g. a jwtproxy signer that is not run), logged at load.
+    pub notes: Vec<String>,
 }
 
 impl Snapshot {
@@ -409,5 +411,6 @@ pub async fn compile(
         listeners: cfg.listeners,
         metrics: cfg.metrics,
         log: cfg.log,
+        notes: cfg.notes,
     })
 }

@@ -30,6 +30,9 @@ pub struct FileConfig {
     #[serde(default)]
     pub opaque: BTreeMap<String, OpaqueRealmConfig>,
     pub routes: Vec<RouteConfig>,
+    /// Notes from a drop-in reader (parts of a foreign config that are not run), logged at load.
+    #[serde(skip)]
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -16,8 +16,6 @@
 pub mod config;
 pub mod jwtproxy;
 pub mod keys;
-#[cfg(test)]
-mod tests;
 pub mod token;
 
 use std::sync::Arc;

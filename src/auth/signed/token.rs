@@ -158,6 +158,11 @@ pub struct Origin {
 }
 
 impl Origin {
+    /// The lower-case host.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     pub fn parse(s: &str) -> Option<Origin> {
         let u = reqwest::Url::parse(s).ok()?;
         if !matches!(u.scheme(), "http" | "https")
