@@ -275,3 +275,223 @@ fn bad_tokens_are_refused_and_record_no_nonce() {
     let r = client().get(edge.url("/")).send().unwrap();
     assert_eq!(r.status(), 401);
 }
+
+/// The authedge binary run on a jwtproxy file; killed on drop.
+struct Run {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_jwtproxy_config_file_runs_its_verifier_and_reports_its_signer() {
+    let keys = Keys::new();
+    let up = EchoUpstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let signer_port = free_port();
+    // jwtproxy's own format: a signer block and one verifier block, Go durations.
+    let file = dir.path().join("jwtproxy.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"jwtproxy:
+  signer_proxy:
+    enabled: true
+    listen_addr: 127.0.0.1:{signer_port}
+    signer:
+      issuer: svc-a
+      private_key:
+        type: preshared
+        options: {{ key_id: k1, private_key_path: {key} }}
+  verifier_proxies:
+  - listen_addr: 127.0.0.1:{port}
+    shutdown_timeout: 2s
+    verifier:
+      upstream: {upstream}
+      audience: http://127.0.0.1:{port}
+      max_skew: 1m
+      max_ttl: 5m
+      key_server:
+        type: preshared
+        options: {{ issuer: svc-a, key_id: k1, public_key_path: {pubkey} }}
+      nonce_storage: {{ type: local, options: {{ purge_interval: 1m }} }}
+"#,
+            key = keys.path("k.pem"),
+            upstream = up.url(),
+            pubkey = keys.path("pub.pem"),
+        ),
+    )
+    .unwrap();
+
+    let out = Command::new(common::bin())
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("signer_proxy") && text.contains("not supported"),
+        "{text}"
+    );
+    assert!(text.contains("ok: 1 routes"), "{text}");
+
+    let log = dir.path().join("out.log");
+    let child = Command::new(common::bin())
+        .args(["run", "--config"])
+        .arg(&file)
+        .env("RUST_LOG", "warn")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let run = Run { child, log };
+    wait_for(
+        || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "authedge to listen on the verifier's address",
+    );
+    // The signer part is not served by authedge: the real jwtproxy signs (same signer block).
+    let signer = Jwtproxy::signer(&keys);
+    let edge_url = format!("http://127.0.0.1:{port}/x");
+    let r = signer.client().get(&edge_url).send().unwrap();
+    let body = echo_json(r);
+    assert_eq!(body["headers"]["x-auth-subject"], "svc-a");
+    assert_eq!(client().get(&edge_url).send().unwrap().status(), 401);
+    assert!(TcpStream::connect(("127.0.0.1", signer_port)).is_err());
+    let logged = std::fs::read_to_string(&run.log).unwrap_or_default();
+    assert!(logged.contains("signer_proxy"), "{logged}");
+}
+
+/// A key registry speaking jwtproxy's protocol for one key: `svc-a/keys/k1` → the JWK (with
+/// `Cache-Control`), `pending` → 409, `expired` → 403, anything else → 404. Counts lookups.
+struct Registry {
+    port: u16,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Registry {
+    fn start(jwk: Value) -> Registry {
+        use std::io::{BufRead, BufReader, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let h = hits.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                let h = h.clone();
+                let jwk = jwk.clone();
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(c.try_clone().unwrap());
+                    let mut line = String::new();
+                    if r.read_line(&mut line).is_err() {
+                        return;
+                    }
+                    loop {
+                        let mut l = String::new();
+                        if r.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
+                            break;
+                        }
+                    }
+                    h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                    let (status, body) = match path.as_str() {
+                        "/services/svc-a/keys/k1" => ("200 OK", jwk.to_string()),
+                        "/services/svc-a/keys/pending" => ("409 Conflict", String::new()),
+                        "/services/svc-a/keys/expired" => ("403 Forbidden", String::new()),
+                        _ => ("404 Not Found", String::new()),
+                    };
+                    let mut c = c;
+                    let _ = write!(
+                        c,
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncache-control: max-age=300\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                });
+            }
+        });
+        Registry { port, hits }
+    }
+}
+
+/// The public key as a JWK (n, e read by openssl).
+fn jwk_of(keys: &Keys) -> Value {
+    let out = Command::new("openssl")
+        .args([
+            "rsa",
+            "-pubin",
+            "-in",
+            &keys.path("pub.pem"),
+            "-noout",
+            "-modulus",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let hex = text.trim().trim_start_matches("Modulus=");
+    let n: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    json!({"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig",
+           "n": URL_SAFE_NO_PAD.encode(n), "e": "AQAB"})
+}
+
+#[test]
+fn keys_from_a_key_registry_cached_refusals_denied_registry_down_503() {
+    let keys = Keys::new();
+    let up = EchoUpstream::start();
+    let reg = Registry::start(jwk_of(&keys));
+    let down = free_port();
+    let yaml = format!(
+        r#"server: {{ threads: 1, grace_period_seconds: 1, pid_file: "{{dir}}/pid", upgrade_sock: "{{dir}}/sock" }}
+listeners: [ {{ address: "127.0.0.1:{{port}}" }} ]
+metrics: {{ address: "127.0.0.1:{{metrics_port}}" }}
+upstreams: {{ up: {{ url: "{}" }} }}
+routes:
+  - {{ path: /, upstream: up, auth: [ {{ type: signed, audience: "http://127.0.0.1:{{port}}", key_server: {{ keyregistry: {{ registry: "http://127.0.0.1:{}/" }} }} }} ] }}
+  - {{ path: /down, upstream: up, auth: [ {{ type: signed, audience: "http://127.0.0.1:{{port}}", key_server: {{ keyregistry: {{ registry: "http://127.0.0.1:{down}/" }} }} }} ] }}
+"#,
+        up.url(),
+        reg.port
+    );
+    let edge = Edge::start(&yaml);
+    let hits = || reg.hits.load(std::sync::atomic::Ordering::SeqCst);
+    let bearer = |kid: &str, jti: &str| format!("Bearer {}", mint(&keys, kid, &claims(&edge, jti)));
+
+    let body = echo_json(get(&edge, "/", &bearer("k1", "registry-nonce-000000001")));
+    assert_eq!(body["headers"]["x-auth-subject"], "svc-a");
+    assert_eq!(hits(), 1);
+    // Cached (max-age 300): no second lookup.
+    echo_json(get(&edge, "/", &bearer("k1", "registry-nonce-000000002")));
+    assert_eq!(hits(), 1);
+    for kid in ["pending", "expired", "unknown"] {
+        let r = get(
+            &edge,
+            "/",
+            &bearer(kid, &format!("registry-nonce-{kid}-0001")),
+        );
+        assert_eq!(r.status(), 401, "{kid}");
+    }
+    let after = hits();
+    assert_eq!(after, 4);
+    // A refused kid is not looked up again within the cooldown.
+    for i in 0..5 {
+        let r = get(
+            &edge,
+            "/",
+            &bearer("unknown", &format!("registry-nonce-again-{i:04}")),
+        );
+        assert_eq!(r.status(), 401);
+    }
+    assert_eq!(hits(), after);
+    // Registry down: 503 for a key not cached, never an allow.
+    let r = get(&edge, "/down", &bearer("k1", "registry-nonce-down-00001"));
+    assert_eq!(r.status(), 503);
+}
