@@ -42,11 +42,16 @@ pub fn check(path: &Path) -> Result<String, Problems> {
         .iter()
         .map(|r| r.upstream.name.as_str())
         .collect();
-    Ok(format!(
+    let mut summary = String::new();
+    for n in &snap.notes {
+        summary.push_str(&format!("note: {n}\n"));
+    }
+    summary.push_str(&format!(
         "ok: {} routes, {} upstreams",
         snap.routes.len(),
         upstreams.len()
-    ))
+    ));
+    Ok(summary)
 }
 
 fn init_logging(log: &LogConfig) {
@@ -81,6 +86,9 @@ pub fn run(path: PathBuf) -> Result<(), String> {
         .block_on(config::load(&path, &warm, 1))
         .map_err(|p| p.to_string())?;
     init_logging(&snap.log);
+    for n in &snap.notes {
+        tracing::warn!("{n}");
+    }
     metrics.generation.set(1);
     metrics.reloads.with_label_values(&["success"]);
 

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use http::{HeaderName, Method};
 use prometheus::{Histogram, IntCounter};
 
-use crate::auth::{jwt, opaque, AuthFilter, Chain, Endpoint};
+use crate::auth::{jwt, opaque, signed, AuthFilter, Chain, Endpoint};
 use crate::config::schema::{
     FileConfig, FilterConfig, ListenerConfig, LogConfig, MetricsConfig, ServerConfig,
 };
@@ -142,6 +142,8 @@ pub struct Snapshot {
     pub log: LogConfig,
     /// The shared state (memory, or Redis kept across reloads while `state` is unchanged).
     pub state: Store,
+    /// Notes of a drop-in reader (e.g. a jwtproxy signer that is not run), logged at load.
+    pub notes: Vec<String>,
 }
 
 impl Snapshot {
@@ -356,6 +358,7 @@ pub async fn compile(
             let built: Result<Arc<dyn AuthFilter>, Problems> = match f {
                 FilterConfig::Jwt(c) => jwt::build(c, &fp, warm).await,
                 FilterConfig::Opaque(c) => opaque::build_filter(c, &realms, &fp, warm),
+                FilterConfig::Signed(c) => signed::build(c, &fp, warm, &state),
             };
             match built {
                 Ok(f) => chain.push(f),
@@ -433,6 +436,7 @@ pub async fn compile(
         metrics: cfg.metrics,
         log: cfg.log,
         state,
+        notes: cfg.notes,
     })
 }
 

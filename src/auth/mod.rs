@@ -8,6 +8,7 @@
 
 pub mod jwt;
 pub mod opaque;
+pub mod signed;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -64,6 +65,8 @@ pub enum DenyReason {
     Revoked,
     RateLimited,
     Replay,
+    /// The shared-state store (nonces, ...) failed: 503, never an allow.
+    StateUnavailable,
     Internal,
 }
 
@@ -94,6 +97,7 @@ impl DenyReason {
             Revoked => "revoked",
             RateLimited => "rate_limited",
             Replay => "replay",
+            StateUnavailable => "state_unavailable",
             Internal => "internal",
         }
     }

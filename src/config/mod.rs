@@ -65,6 +65,11 @@ impl std::error::Error for Problems {}
 
 /// Parse YAML text into the file schema. Errors carry the key path serde was at.
 pub fn parse(text: &str) -> Result<schema::FileConfig, Problems> {
+    if crate::auth::signed::jwtproxy::is_jwtproxy(text) {
+        let (mut cfg, notes) = crate::auth::signed::jwtproxy::translate(text)?;
+        cfg.notes = notes;
+        return Ok(cfg);
+    }
     let de = serde_norway::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::auth::jwt::JwtConfig;
 use crate::auth::opaque::{OpaqueRealmConfig, OpaqueRouteConfig};
+use crate::auth::signed::SignedConfig;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +33,9 @@ pub struct FileConfig {
     #[serde(default)]
     pub state: Option<crate::state::StateConfig>,
     pub routes: Vec<RouteConfig>,
+    /// Notes from a drop-in reader (parts of a foreign config that are not run), logged at load.
+    #[serde(skip)]
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,4 +256,5 @@ pub struct RouteConfig {
 pub enum FilterConfig {
     Jwt(Box<JwtConfig>),
     Opaque(OpaqueRouteConfig),
+    Signed(Box<SignedConfig>),
 }

@@ -1,0 +1,265 @@
+//! Public keys of signing services: one preshared key, or a jwtproxy key registry
+//! (`GET <registry>/services/<iss>/keys/<kid>`, one JWK) behind a bounded cache.
+//!
+//! The registry cache keeps a key for `cache.duration`, shorter when the registry's
+//! `Cache-Control: max-age` says so. A key not cached is fetched single-flight (one lookup at a
+//! time; waiters then read the cache), and a failed or refused lookup is remembered for the
+//! cooldown, so a flood of random kids costs at most one lookup per kid per cooldown and never
+//! more than one at a time. 403 (expired), 404 (unknown) and 409 (pending approval) are a deny;
+//! a registry that cannot be reached is 503 for keys not cached. Lookups run on the control
+//! runtime, which owns the HTTP client's connections.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+
+use crate::auth::DenyReason;
+use crate::tokens::jwks::{max_age, parse_jwk, VerifyKey};
+
+/// Largest key document read from a registry.
+const MAX_DOCUMENT: usize = 64 * 1024;
+/// Deadline of one registry lookup.
+const LOOKUP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A public key from a PEM file: RSA (PKCS#1 or SPKI; at least 2048 bits), EC P-256/P-384 or
+/// Ed25519 SPKI. `algs` are the configured algorithms; the key gets those of its family.
+pub fn pem_key(path: &str, algs: &[Algorithm]) -> Result<VerifyKey, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let text = String::from_utf8_lossy(&bytes);
+    if !text.trim_start().starts_with("-----BEGIN") {
+        return Err(format!("{path}: not a PEM file"));
+    }
+    if text.contains("PRIVATE KEY") {
+        return Err(format!(
+            "{path}: holds a private key; give the public key only"
+        ));
+    }
+    let (family, key) = if let Ok(k) = DecodingKey::from_rsa_pem(&bytes) {
+        // PKCS#1 DER of a 2048-bit key is 270 bytes; of a 1024-bit key 140.
+        let der_len = k.try_get_as_bytes().map(<[u8]>::len).unwrap_or(0);
+        if der_len < 260 {
+            return Err(format!("{path}: RSA keys under 2048 bits are refused"));
+        }
+        (AlgorithmFamily::Rsa, k)
+    } else if let Ok(k) = DecodingKey::from_ec_pem(&bytes) {
+        (AlgorithmFamily::Ec, k)
+    } else if let Ok(k) = DecodingKey::from_ed_pem(&bytes) {
+        (AlgorithmFamily::Ed, k)
+    } else {
+        return Err(format!("{path}: not an RSA, EC or Ed25519 public key"));
+    };
+    let algs: Vec<Algorithm> = algs
+        .iter()
+        .copied()
+        .filter(|a| crate::tokens::jwks::family_of(*a) == family)
+        .collect();
+    if algs.is_empty() {
+        return Err(format!(
+            "{path}: none of the configured algs can use this {family:?} key"
+        ));
+    }
+    Ok(VerifyKey {
+        kid: None,
+        family,
+        algs,
+        key,
+    })
+}
+
+/// The result of a registry lookup that is remembered.
+#[derive(Clone)]
+enum Entry {
+    Key(Arc<VerifyKey>),
+    /// Refused (403/404/409) or failed (registry down): the deny to give until `until`.
+    Miss(DenyReason),
+}
+
+/// A key registry client with its cache. Shared across reloads through `Warm::shared`.
+pub struct Registry {
+    base: String,
+    duration: Duration,
+    cooldown: Duration,
+    max_keys: usize,
+    algs: Vec<Algorithm>,
+    http: reqwest::Client,
+    control: tokio::runtime::Handle,
+    cache: Mutex<HashMap<(String, String), (Entry, Instant)>>,
+    gate: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a path segment may be put in a registry URL as it is.
+fn segment_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 256
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~+=".contains(&b))
+        && s != "."
+        && s != ".."
+}
+
+impl Registry {
+    pub fn new(
+        base: &str,
+        duration: Duration,
+        cooldown: Duration,
+        max_keys: usize,
+        algs: Vec<Algorithm>,
+        http: reqwest::Client,
+        control: tokio::runtime::Handle,
+    ) -> Registry {
+        Registry {
+            base: base.trim_end_matches('/').to_string(),
+            duration,
+            cooldown,
+            max_keys: max_keys.max(1),
+            algs,
+            http,
+            control,
+            cache: Mutex::new(HashMap::new()),
+            gate: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn cached(&self, iss: &str, kid: &str) -> Option<Result<Arc<VerifyKey>, DenyReason>> {
+        let g = self.cache.lock().ok()?;
+        let (e, until) = g.get(&(iss.to_string(), kid.to_string()))?;
+        if *until <= Instant::now() {
+            return None;
+        }
+        Some(match e {
+            Entry::Key(k) => Ok(k.clone()),
+            Entry::Miss(r) => Err(*r),
+        })
+    }
+
+    fn remember(&self, iss: &str, kid: &str, e: Entry, ttl: Duration) {
+        let Ok(mut g) = self.cache.lock() else { return };
+        let now = Instant::now();
+        if g.len() >= self.max_keys {
+            g.retain(|_, (_, until)| *until > now);
+        }
+        if g.len() >= self.max_keys {
+            // Still full of live entries: drop misses first, then anything.
+            let victim = g
+                .iter()
+                .find(|(_, (e, _))| matches!(e, Entry::Miss(_)))
+                .or_else(|| g.iter().next())
+                .map(|(k, _)| k.clone());
+            if let Some(v) = victim {
+                g.remove(&v);
+            }
+        }
+        g.insert((iss.to_string(), kid.to_string()), (e, now + ttl));
+    }
+
+    /// The key `kid` of service `iss`.
+    pub async fn key(&self, iss: &str, kid: &str) -> Result<Arc<VerifyKey>, DenyReason> {
+        if let Some(r) = self.cached(iss, kid) {
+            return r;
+        }
+        if !segment_ok(iss) || !segment_ok(kid) {
+            return Err(DenyReason::UnknownKey);
+        }
+        let _one = self.gate.lock().await;
+        if let Some(r) = self.cached(iss, kid) {
+            return r;
+        }
+        let url = format!("{}/services/{iss}/keys/{kid}", self.base);
+        let http = self.http.clone();
+        let algs = self.algs.clone();
+        let job = self.control.spawn(async move {
+            match tokio::time::timeout(LOOKUP_DEADLINE, lookup(&http, &url, &algs)).await {
+                Ok(r) => r,
+                Err(_) => Err((DenyReason::KeysUnavailable, "lookup timed out".to_string())),
+            }
+        });
+        let result = job.await.unwrap_or_else(|e| {
+            Err((
+                DenyReason::KeysUnavailable,
+                format!("lookup task failed: {e}"),
+            ))
+        });
+        match result {
+            Ok((key, age)) => {
+                let key = Arc::new(key);
+                let ttl = age.map(|a| a.min(self.duration)).unwrap_or(self.duration);
+                if !ttl.is_zero() {
+                    self.remember(iss, kid, Entry::Key(key.clone()), ttl);
+                }
+                Ok(key)
+            }
+            Err((reason, why)) => {
+                tracing::debug!(issuer = iss, error = %why, "key registry lookup failed");
+                self.remember(iss, kid, Entry::Miss(reason), self.cooldown);
+                Err(reason)
+            }
+        }
+    }
+}
+
+/// One GET of a key; 403/404/409 are refusals (401), anything else that fails is 503.
+async fn lookup(
+    http: &reqwest::Client,
+    url: &str,
+    algs: &[Algorithm],
+) -> Result<(VerifyKey, Option<Duration>), (DenyReason, String)> {
+    let down = |m: String| (DenyReason::KeysUnavailable, m);
+    let mut resp = http
+        .get(url)
+        .header(http::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|e| down(format!("GET {url}: {e}")))?;
+    let status = resp.status().as_u16();
+    if matches!(status, 403 | 404 | 409) {
+        return Err((
+            DenyReason::UnknownKey,
+            format!("GET {url}: status {status}"),
+        ));
+    }
+    if !resp.status().is_success() {
+        return Err(down(format!("GET {url}: status {status}")));
+    }
+    let age = resp
+        .headers()
+        .get(http::header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(max_age);
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| down(format!("GET {url}: {e}")))?
+    {
+        if body.len() + chunk.len() > MAX_DOCUMENT {
+            return Err(down(format!("GET {url}: key document too large")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| down(format!("GET {url}: not JSON: {e}")))?;
+    let rsa: Vec<Algorithm> = algs
+        .iter()
+        .copied()
+        .filter(|a| crate::tokens::jwks::family_of(*a) == AlgorithmFamily::Rsa)
+        .collect();
+    let mut key = parse_jwk(&v, &rsa).map_err(|e| down(format!("GET {url}: {e}")))?;
+    key.algs.retain(|a| algs.contains(a));
+    if key.algs.is_empty() {
+        return Err((
+            DenyReason::UnsupportedAlgorithm,
+            format!("GET {url}: key for no configured alg"),
+        ));
+    }
+    Ok((key, age))
+}
