@@ -2,6 +2,8 @@
 //! helpers. Nothing here sleeps for a fixed time except short polling intervals.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
