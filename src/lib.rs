@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod compat;
 pub mod config;
+pub mod context;
 pub mod echo;
 pub mod identity;
 pub mod metrics;

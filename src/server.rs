@@ -12,10 +12,11 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::schema::{LogConfig, LogFormat};
 use crate::config::{self, Problems};
+use crate::context::Context;
 use crate::metrics::{Metrics, SidePort};
 use crate::proxy::Edge;
 use crate::reload::Reloader;
-use crate::snapshot::{Snapshot, Warm};
+use crate::snapshot::{self, Snapshot};
 
 /// The runtime for background work: config loads, key fetches and refreshes, SIGHUP. Pingora's
 /// services each run their own runtimes; this one lives for the whole process.
@@ -33,10 +34,10 @@ pub fn check(path: &Path) -> Result<String, Problems> {
     let one = |m: String| Problems(vec![config::Problem::new("", m)]);
     let rt = control_runtime().map_err(one)?;
     let metrics = Arc::new(Metrics::new().map_err(|e| one(e.to_string()))?);
-    let warm = Warm::new(rt.handle().clone(), metrics, true)
-        .map_err(one)?
+    let warm = Context::new(rt.handle().clone(), metrics, true)
+        .map_err(|e| one(e.to_string()))?
         .with_config_dir(path);
-    let snap = rt.block_on(config::load(path, &warm, 1))?;
+    let snap = rt.block_on(snapshot::load(path, &warm, 1))?;
     let upstreams: std::collections::HashSet<&str> = snap
         .routes
         .iter()
@@ -75,10 +76,13 @@ pub fn run(path: PathBuf) -> Result<(), String> {
     }
     let rt = control_runtime()?;
     let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
-    let warm =
-        Arc::new(Warm::new(rt.handle().clone(), metrics.clone(), false)?.with_config_dir(&path));
+    let warm = Arc::new(
+        Context::new(rt.handle().clone(), metrics.clone(), false)
+            .map_err(|e| e.to_string())?
+            .with_config_dir(&path),
+    );
     let snap: Snapshot = rt
-        .block_on(config::load(&path, &warm, 1))
+        .block_on(snapshot::load(&path, &warm, 1))
         .map_err(|p| p.to_string())?;
     init_logging(&snap.log);
     metrics.generation.set(1);
@@ -128,7 +132,7 @@ pub fn run(path: PathBuf) -> Result<(), String> {
             "authedge metrics".into(),
             SidePort {
                 metrics: metrics.clone(),
-                current,
+                ready: current,
             },
         );
         side.threads = Some(1);

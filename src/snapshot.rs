@@ -1,14 +1,12 @@
 //! The immutable, fully built config: route table, compiled chains, upstreams, endpoints. Shared
 //! through an `ArcSwap`; a request loads it once and sees one whole version.
 //!
-//! [`Warm`] is the state that outlives a snapshot (JWKS caches, revocations, rate-limit state,
-//! the control runtime and its HTTP client): a reload builds a new snapshot against the same
-//! `Warm`, so caches of unchanged providers and realms carry over.
+//! What outlives a snapshot lives in [`crate::context`]: a reload builds a new snapshot against
+//! the same [`Context`], so caches of unchanged providers and realms carry over.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use http::{HeaderName, Method};
 use prometheus::{Histogram, IntCounter};
@@ -18,98 +16,10 @@ use crate::config::schema::{
     FileConfig, FilterConfig, ListenerConfig, LogConfig, MetricsConfig, ServerConfig,
 };
 use crate::config::Problems;
+pub use crate::context::{Context, Warm};
 use crate::identity::{HeaderInjector, StandardHeaders};
-use crate::metrics::Metrics;
 use crate::routing::{normalize_prefix, RouteKey, Router};
 use crate::upstream::{self, Upstream};
-
-/// State that survives reloads, and the runtime that background work (key fetches, refresh
-/// timers, reload) runs on.
-pub struct Warm {
-    pub control: tokio::runtime::Handle,
-    pub http: reqwest::Client,
-    pub metrics: Arc<Metrics>,
-    /// `check` builds without side effects (no file rewrites, no background refresh).
-    pub dry_run: bool,
-    /// The config file's directory: relative file names in the config are resolved against it.
-    pub config_dir: Option<std::path::PathBuf>,
-    store: Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>,
-}
-
-impl std::fmt::Debug for Warm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Warm")
-            .field("dry_run", &self.dry_run)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Warm {
-    pub fn new(
-        control: tokio::runtime::Handle,
-        metrics: Arc<Metrics>,
-        dry_run: bool,
-    ) -> Result<Warm, String> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .timeout(std::time::Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                // Key fetches never follow a redirect from https down to plain http.
-                let downgrade = attempt.url().scheme() != "https"
-                    && attempt.previous().iter().any(|u| u.scheme() == "https");
-                if downgrade {
-                    attempt.error("redirect from https to http refused")
-                } else if attempt.previous().len() > 3 {
-                    attempt.error("too many redirects")
-                } else {
-                    attempt.follow()
-                }
-            }))
-            .user_agent(concat!("authedge/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
-        Ok(Warm {
-            control,
-            http,
-            metrics,
-            dry_run,
-            config_dir: None,
-            store: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// Resolve relative file names in the config against the config file's directory.
-    pub fn with_config_dir(mut self, config_file: &Path) -> Self {
-        self.config_dir = config_file.parent().map(Path::to_path_buf);
-        self
-    }
-
-    /// `name` as given when absolute, else relative to the config file's directory.
-    pub fn resolve_path(&self, name: &str) -> String {
-        match &self.config_dir {
-            Some(dir) if !Path::new(name).is_absolute() && !dir.as_os_str().is_empty() => {
-                dir.join(name).display().to_string()
-            }
-            _ => name.to_string(),
-        }
-    }
-
-    /// The shared object under `key`, created by `make` the first time. A key names a cache
-    /// precisely (for example the provider's issuer and key source), so a changed provider gets a
-    /// fresh cache and an unchanged one keeps its keys across reloads.
-    pub fn shared<T: Any + Send + Sync>(&self, key: &str, make: impl FnOnce() -> T) -> Arc<T> {
-        let mut map = match self.store.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some(existing) = map.get(key).and_then(|a| a.clone().downcast::<T>().ok()) {
-            return existing;
-        }
-        let fresh = Arc::new(make());
-        map.insert(key.to_string(), fresh.clone());
-        fresh
-    }
-}
 
 /// A compiled route.
 #[derive(Debug)]
@@ -154,6 +64,19 @@ impl Snapshot {
     pub fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
         self.trusted_proxies.iter().any(|n| n.contains(&ip))
     }
+}
+
+impl crate::metrics::Readiness for arc_swap::ArcSwap<Snapshot> {
+    fn not_ready(&self) -> Option<String> {
+        self.load().not_ready()
+    }
+}
+
+/// The one load path of `check`, `run` and SIGHUP: read and parse the file
+/// ([`config::load`](crate::config::load)), then compile it against `ctx`.
+pub async fn load(path: &Path, ctx: &Context, generation: u64) -> Result<Snapshot, Problems> {
+    let cfg = crate::config::load(path).await?;
+    compile(cfg, ctx, generation, Some(path)).await
 }
 
 /// Parse a configured header name; an empty string means "disabled" (`None`), a bad name is a

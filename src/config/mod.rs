@@ -1,14 +1,13 @@
-//! Loading config: read → parse (unknown keys rejected, errors with their key path) → compile
-//! into a [`Snapshot`](crate::snapshot::Snapshot). `authedge check`, `authedge run` and SIGHUP
-//! reloads all go through [`load`], so what `check` accepts is exactly what `run` would run.
+//! Loading config: read → parse (unknown keys rejected, errors with their key path). The caller
+//! compiles the result ([`snapshot::load`](crate::snapshot::load) does both): `authedge check`,
+//! `authedge run` and SIGHUP reloads all go through it, so what `check` accepts is exactly what
+//! `run` would run. Parsing only: nothing here imports the snapshot or the proxy.
 
 pub mod schema;
 pub mod secret;
 
 use std::fmt;
 use std::path::Path;
-
-use crate::snapshot::{Snapshot, Warm};
 
 /// One problem with a config, with the key path it concerns (`routes[2].upstream`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,11 +93,10 @@ pub fn read(path: &Path) -> Result<schema::FileConfig, Problems> {
     parse(&text)
 }
 
-/// The one load path: read, parse, validate and build every chain.
-pub async fn load(path: &Path, warm: &Warm, generation: u64) -> Result<Snapshot, Problems> {
+/// Read and parse a file off the async runtime's worker threads.
+pub async fn load(path: &Path) -> Result<schema::FileConfig, Problems> {
     let p = path.to_path_buf();
-    let cfg = tokio::task::spawn_blocking(move || read(&p))
+    tokio::task::spawn_blocking(move || read(&p))
         .await
-        .map_err(|e| Problems(vec![Problem::new("", format!("config loader failed: {e}"))]))??;
-    crate::snapshot::compile(cfg, warm, generation, Some(path)).await
+        .map_err(|e| Problems(vec![Problem::new("", format!("config loader failed: {e}"))]))?
 }

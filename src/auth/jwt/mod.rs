@@ -34,8 +34,8 @@ use self::provider::Provider;
 use self::token::{claim_text, Policy};
 use crate::auth::{bearer_token, AuthFilter, Denial, DenyReason, Outcome, RequestView};
 use crate::config::Problems;
+use crate::context::Warm;
 use crate::identity::Identity;
-use crate::snapshot::Warm;
 use crate::tokens::jwks::{family_of, parse_alg, VerifyKey};
 
 /// Most keys tried for one token (a token without `kid` against a set of keys).
@@ -245,7 +245,7 @@ pub async fn build(
         for p in &providers {
             if let Some(c) = p.remote() {
                 c.prime().await;
-                c.start_refresher();
+                c.start_refresher(warm);
             }
         }
     }

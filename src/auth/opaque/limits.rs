@@ -12,7 +12,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 
-use crate::snapshot::Warm;
+use crate::context::Warm;
 
 /// `{requests_per_second, burst}`: a token bucket refilled at `requests_per_second` (may be
 /// fractional, e.g. 0.2 = one per 5 s) holding at most `burst`.
@@ -90,7 +90,7 @@ pub fn shared_limiter<K: std::hash::Hash + Eq + Clone + Send + Sync + 'static>(
     });
     if created && !warm.dry_run {
         let weak: Weak<Limiter<K>> = Arc::downgrade(&limiter);
-        warm.control.spawn(async move {
+        warm.spawn_for(&key, async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             tick.tick().await;
             loop {
@@ -140,7 +140,7 @@ pub fn inc(c: &Option<prometheus::IntCounter>) {
 impl LoginCounters {
     /// The realm's counters, registered once in the edge's registry (shared across reloads).
     pub fn new(warm: &Warm, realm: &str) -> LoginCounters {
-        let vec = warm.shared("opaque:metrics:logins", || {
+        let vec = warm.pinned("opaque:metrics:logins", || {
             let opts = prometheus::Opts::new(
                 "authedge_opaque_logins_total",
                 "Token endpoint logins by realm and result",
@@ -190,13 +190,14 @@ impl Revocations {
     /// `check`).
     pub fn shared(warm: &Warm, realm: &str, lifetime: Duration) -> Arc<Revocations> {
         let mut created = false;
-        let r = warm.shared(&format!("opaque:revocations:{realm}"), || {
+        let key = format!("opaque:revocations:{realm}");
+        let r = warm.shared(&key, || {
             created = true;
             Revocations::default()
         });
         if created && !warm.dry_run {
             let weak: Weak<Revocations> = Arc::downgrade(&r);
-            warm.control.spawn(async move {
+            warm.spawn_for(&key, async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(60));
                 tick.tick().await;
                 loop {

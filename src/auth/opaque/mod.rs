@@ -33,8 +33,8 @@ use zeroize::Zeroizing;
 
 use crate::auth::{AuthFilter, Endpoint};
 use crate::config::Problems;
+use crate::context::Warm;
 use crate::snapshot::header_name;
-use crate::snapshot::Warm;
 use crate::tokens::aead::{valid_key_id, Keyring, MIN_SECRET};
 
 pub use config::{
@@ -122,7 +122,7 @@ fn argon_gate(warm: &Warm) -> Arc<tokio::sync::Semaphore> {
         .map(|n| n.get())
         .unwrap_or(1)
         .max(1);
-    warm.shared("opaque:argon2-gate", || tokio::sync::Semaphore::new(n))
+    warm.pinned("opaque:argon2-gate", || tokio::sync::Semaphore::new(n))
 }
 
 /// Build a realm and its endpoints. `source` is the main config file (for a relative
