@@ -17,3 +17,4 @@ pub mod server;
 pub mod snapshot;
 pub mod tokens;
 pub mod upstream;
+pub mod wire;

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use http::{HeaderName, Method};
 use prometheus::{Histogram, IntCounter};
 
-use crate::auth::{jwt, opaque, AuthFilter, Chain, Endpoint};
+use crate::auth::endpoint::EndpointAt;
+use crate::auth::{jwt, opaque, probe, Built, Chain, Endpoint, Endpoints};
 use crate::config::schema::{
     FileConfig, FilterConfig, ListenerConfig, LogConfig, MetricsConfig, ServerConfig,
 };
@@ -30,6 +31,10 @@ pub struct RouteEntry {
     pub chain: Chain,
     /// Credential headers removed before the upstream (empty when the route keeps them).
     pub strip_credentials: Vec<HeaderName>,
+    /// Credential cookies removed from `Cookie` before the upstream (others pass).
+    pub strip_cookies: Vec<Box<str>>,
+    /// Body bytes read before the chain runs (the largest any filter asks for; 0: none).
+    pub max_body: usize,
     pub duration: Histogram,
     /// `outcome=allow` counters: index 0 for a public route, else one per filter.
     pub allowed: Vec<IntCounter>,
@@ -41,8 +46,8 @@ pub struct Snapshot {
     pub generation: u64,
     pub router: Router,
     pub routes: Vec<RouteEntry>,
-    /// Exact canonical paths served by the edge itself before routing.
-    pub endpoints: HashMap<String, Arc<dyn Endpoint>>,
+    /// Host and exact canonical paths served by the edge itself before routing.
+    pub endpoints: Endpoints,
     pub injector: HeaderInjector,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub server: ServerConfig,
@@ -79,31 +84,95 @@ pub async fn load(path: &Path, ctx: &Context, generation: u64) -> Result<Snapsho
     compile(cfg, ctx, generation, Some(path)).await
 }
 
-/// Parse a configured header name; an empty string means "disabled" (`None`), a bad name is a
-/// problem at `path`.
-pub(crate) fn header_name(value: &str, path: &str, problems: &mut Problems) -> Option<HeaderName> {
-    if value.is_empty() {
-        return None;
-    }
-    match HeaderName::from_bytes(value.as_bytes()) {
-        Ok(n) => Some(n),
-        Err(_) => {
-            problems.push(path, format!("{value:?} is not a valid header name"));
-            None
-        }
-    }
-}
+pub(crate) use crate::config::header_name;
 
-/// Validate and build everything. Collects every problem before failing.
+/// Validate and build everything. Collects every problem before failing. Each phase is a
+/// function; each mode builds its own filters (`<mode>::build`), dispatched on the typed enum.
 pub async fn compile(
     cfg: FileConfig,
-    warm: &Warm,
+    warm: &Context,
     generation: u64,
     source: Option<&Path>,
 ) -> Result<Snapshot, Problems> {
     let mut problems = Problems::default();
+    check_server(&cfg, &mut problems);
+    let (standard, mut owned) = identity_headers(&cfg, &mut problems);
+    let upstreams = build_upstreams(&cfg, &mut problems);
+    let mut endpoints = Endpoints::default();
+    let realms = build_realms(&cfg, warm, source, &mut endpoints, &mut problems).await;
+    let shared = Shared {
+        warm,
+        realms: &realms,
+        upstreams: &upstreams,
+        cfg: &cfg,
+    };
+    let mut keys = Vec::with_capacity(cfg.routes.len());
+    let mut routes = Vec::with_capacity(cfg.routes.len());
+    let mut ids = HashMap::new();
+    for (i, r) in cfg.routes.iter().enumerate() {
+        let p = format!("routes[{i}]");
+        let id: Arc<str> = r.id.clone().unwrap_or_else(|| format!("route{i}")).into();
+        if let Some(prev) = ids.insert(id.clone(), i) {
+            problems.push(
+                format!("{p}.id"),
+                format!("id {id:?} is already used by routes[{prev}]"),
+            );
+        }
+        let Some(key) = route_key(r, &p, &mut problems) else {
+            continue;
+        };
+        keys.push(key);
+        let built = build_route(
+            r,
+            &p,
+            id,
+            &shared,
+            &mut owned,
+            &mut endpoints,
+            &mut problems,
+        )
+        .await;
+        routes.extend(built);
+    }
+    let router = match Router::build(&keys) {
+        Ok(r) => Some(r),
+        Err(errs) => {
+            for (i, m) in errs {
+                problems.push(format!("routes[{i}].path"), m);
+            }
+            None
+        }
+    };
+    if cfg.routes.is_empty() {
+        problems.push("routes", "no routes: every request would get 404");
+    }
+    let Some(router) = router.filter(|_| problems.is_empty()) else {
+        return Err(problems);
+    };
+    Ok(Snapshot {
+        generation,
+        router,
+        routes,
+        endpoints,
+        injector: HeaderInjector::new(standard, owned),
+        trusted_proxies: cfg.trusted_proxies,
+        server: cfg.server,
+        listeners: cfg.listeners,
+        metrics: cfg.metrics,
+        log: cfg.log,
+    })
+}
 
-    // Server and listeners.
+/// What the routes' filters are built against.
+struct Shared<'a> {
+    warm: &'a Context,
+    realms: &'a HashMap<String, Arc<opaque::Realm>>,
+    upstreams: &'a HashMap<String, Arc<Upstream>>,
+    cfg: &'a FileConfig,
+}
+
+/// Server threads, listeners and the metrics address.
+fn check_server(cfg: &FileConfig, problems: &mut Problems) {
     if cfg.server.threads == 0 {
         problems.push("server.threads", "must be at least 1");
     }
@@ -111,30 +180,7 @@ pub async fn compile(
         problems.push("listeners", "at least one listener is needed");
     }
     for (i, l) in cfg.listeners.iter().enumerate() {
-        let p = format!("listeners[{i}]");
-        match (&l.address, &l.unix) {
-            (Some(a), None) => {
-                if a.parse::<std::net::SocketAddr>().is_err() {
-                    problems.push(
-                        format!("{p}.address"),
-                        format!("{a:?} is not an IP:port address"),
-                    );
-                }
-            }
-            (None, Some(_)) => {
-                if l.tls.is_some() {
-                    problems.push(format!("{p}.tls"), "TLS is only supported on TCP listeners");
-                }
-            }
-            _ => problems.push(&p, "give exactly one of address or unix"),
-        }
-        if let Some(tls) = &l.tls {
-            for (k, f) in [("cert", &tls.cert), ("key", &tls.key)] {
-                if std::fs::metadata(f).is_err() {
-                    problems.push(format!("{p}.tls.{k}"), format!("cannot read {f}"));
-                }
-            }
-        }
+        check_listener(l, &format!("listeners[{i}]"), problems);
     }
     if let Some(m) = &cfg.metrics {
         if m.address.parse::<std::net::SocketAddr>().is_err() {
@@ -144,24 +190,57 @@ pub async fn compile(
             );
         }
     }
+}
 
-    // Identity headers.
+fn check_listener(l: &ListenerConfig, p: &str, problems: &mut Problems) {
+    match (&l.address, &l.unix) {
+        (Some(a), None) => {
+            if a.parse::<std::net::SocketAddr>().is_err() {
+                problems.push(
+                    format!("{p}.address"),
+                    format!("{a:?} is not an IP:port address"),
+                );
+            }
+        }
+        (None, Some(_)) => {
+            if l.tls.is_some() {
+                problems.push(format!("{p}.tls"), "TLS is only supported on TCP listeners");
+            }
+        }
+        _ => problems.push(p, "give exactly one of address or unix"),
+    }
+    if let Some(tls) = &l.tls {
+        for (k, f) in [("cert", &tls.cert), ("key", &tls.key)] {
+            if std::fs::metadata(f).is_err() {
+                problems.push(format!("{p}.tls.{k}"), format!("cannot read {f}"));
+            }
+        }
+    }
+}
+
+/// The standard identity headers and the extra names the edge owns.
+fn identity_headers(
+    cfg: &FileConfig,
+    problems: &mut Problems,
+) -> (StandardHeaders, Vec<HeaderName>) {
     let ih = &cfg.identity_headers;
     let standard = StandardHeaders {
-        subject: header_name(&ih.subject, "identity_headers.subject", &mut problems),
-        issuer: header_name(&ih.issuer, "identity_headers.issuer", &mut problems),
-        mode: header_name(&ih.mode, "identity_headers.mode", &mut problems),
-        scopes: header_name(&ih.scopes, "identity_headers.scopes", &mut problems),
+        subject: header_name(&ih.subject, "identity_headers.subject", problems),
+        issuer: header_name(&ih.issuer, "identity_headers.issuer", problems),
+        mode: header_name(&ih.mode, "identity_headers.mode", problems),
+        scopes: header_name(&ih.scopes, "identity_headers.scopes", problems),
     };
     let mut owned: Vec<HeaderName> = Vec::new();
     for (i, s) in ih.strip.iter().enumerate() {
-        if let Some(n) = header_name(s, &format!("identity_headers.strip[{i}]"), &mut problems) {
+        if let Some(n) = header_name(s, &format!("identity_headers.strip[{i}]"), problems) {
             owned.push(n);
         }
     }
+    (standard, owned)
+}
 
-    // Upstreams.
-    let mut upstreams: HashMap<String, Arc<Upstream>> = HashMap::new();
+fn build_upstreams(cfg: &FileConfig, problems: &mut Problems) -> HashMap<String, Arc<Upstream>> {
+    let mut upstreams = HashMap::new();
     for (name, u) in &cfg.upstreams {
         match upstream::build(name, u) {
             Ok(up) => {
@@ -179,157 +258,172 @@ pub async fn compile(
             }
         }
     }
+    upstreams
+}
 
-    // Opaque realms (users, keys, token endpoints).
+/// Add a mode's endpoints; a host and path served twice is a problem at `path`.
+fn register(
+    endpoints: &mut Endpoints,
+    list: Vec<(EndpointAt, Arc<dyn Endpoint>)>,
+    path: &str,
+    problems: &mut Problems,
+) {
+    for (at, e) in list {
+        if let Err(at) = endpoints.insert(at, e) {
+            problems.push(
+                path,
+                format!("endpoint path {at} is already served by another realm"),
+            );
+        }
+    }
+}
+
+/// Opaque realms (users, keys, token endpoints).
+async fn build_realms(
+    cfg: &FileConfig,
+    warm: &Context,
+    source: Option<&Path>,
+    endpoints: &mut Endpoints,
+    problems: &mut Problems,
+) -> HashMap<String, Arc<opaque::Realm>> {
     let mut realms = HashMap::new();
-    let mut endpoints: HashMap<String, Arc<dyn Endpoint>> = HashMap::new();
     for (name, r) in &cfg.opaque {
         let path = format!("opaque.{name}");
         match opaque::build_realm(name, r, &path, warm, source).await {
             Ok((realm, eps)) => {
                 realms.insert(name.clone(), realm);
-                for (p, e) in eps {
-                    if endpoints.insert(p.clone(), e).is_some() {
-                        problems.push(
-                            &path,
-                            format!("endpoint path {p} is already served by another realm"),
-                        );
-                    }
-                }
+                let list = eps
+                    .into_iter()
+                    .map(|(p, e)| (EndpointAt::any_host(p), e))
+                    .collect();
+                register(endpoints, list, &path, problems);
             }
             Err(errs) => problems.0.extend(errs.0),
         }
     }
+    realms
+}
 
-    // Routes.
-    let mut keys = Vec::with_capacity(cfg.routes.len());
-    let mut routes = Vec::with_capacity(cfg.routes.len());
-    let mut ids = HashMap::new();
-    for (i, r) in cfg.routes.iter().enumerate() {
-        let p = format!("routes[{i}]");
-        let id: Arc<str> = r.id.clone().unwrap_or_else(|| format!("route{i}")).into();
-        if let Some(prev) = ids.insert(id.clone(), i) {
-            problems.push(
-                format!("{p}.id"),
-                format!("id {id:?} is already used by routes[{prev}]"),
-            );
+/// A route's match key: canonical prefix, methods, host (lower case, no trailing dot).
+fn route_key(
+    r: &crate::config::schema::RouteConfig,
+    p: &str,
+    problems: &mut Problems,
+) -> Option<RouteKey> {
+    let prefix = match normalize_prefix(&r.path) {
+        Ok(pr) => pr,
+        Err(e) => {
+            problems.push(format!("{p}.path"), e);
+            return None;
         }
-        let prefix = match normalize_prefix(&r.path) {
-            Ok(pr) => pr,
-            Err(e) => {
-                problems.push(format!("{p}.path"), e);
-                continue;
-            }
-        };
-        let mut methods = Vec::new();
-        for (j, m) in r.methods.iter().enumerate() {
-            match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
-                Ok(m) => methods.push(m),
-                Err(_) => problems.push(
-                    format!("{p}.methods[{j}]"),
-                    format!("{m:?} is not an HTTP method"),
-                ),
-            }
-        }
-        // Lower case, without a trailing dot (as requests are looked up).
-        let host = r
-            .host
-            .as_ref()
-            .map(|h| h.trim_end_matches('.').to_ascii_lowercase());
-        let up = upstreams.get(&r.upstream).cloned();
-        if up.is_none() && !cfg.upstreams.contains_key(&r.upstream) {
-            problems.push(
-                format!("{p}.upstream"),
-                format!("unknown upstream {:?}", r.upstream),
-            );
-        }
-        match (r.public, r.auth.is_empty()) {
-            (true, false) => problems.push(
-                format!("{p}.public"),
-                "a public route cannot have an auth chain",
+    };
+    let mut methods = Vec::new();
+    for (j, m) in r.methods.iter().enumerate() {
+        match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+            Ok(m) => methods.push(m),
+            Err(_) => problems.push(
+                format!("{p}.methods[{j}]"),
+                format!("{m:?} is not an HTTP method"),
             ),
-            (false, true) => problems.push(
-                format!("{p}.auth"),
-                "a route needs an auth chain, or `public: true` to serve without authentication",
-            ),
-            _ => {}
         }
-        let mut chain: Chain = Vec::with_capacity(r.auth.len());
-        for (j, f) in r.auth.iter().enumerate() {
-            let fp = format!("{p}.auth[{j}]");
-            let built: Result<Arc<dyn AuthFilter>, Problems> = match f {
-                FilterConfig::Jwt(c) => jwt::build(c, &fp, warm).await,
-                FilterConfig::Opaque(c) => opaque::build_filter(c, &realms, &fp, warm),
-            };
-            match built {
-                Ok(f) => chain.push(f),
-                Err(errs) => problems.0.extend(errs.0),
+    }
+    let host = r
+        .host
+        .as_ref()
+        .map(|h| h.trim_end_matches('.').to_ascii_lowercase());
+    Some(RouteKey {
+        host,
+        prefix,
+        methods,
+    })
+}
+
+/// One filter: dispatch on the mode.
+async fn build_filter(f: &FilterConfig, fp: &str, shared: &Shared<'_>) -> Result<Built, Problems> {
+    match f {
+        FilterConfig::Jwt(c) => jwt::build(c, fp, shared.warm).await.map(Built::filter),
+        FilterConfig::Opaque(c) => {
+            opaque::build_filter(c, shared.realms, fp, shared.warm).map(Built::filter)
+        }
+        FilterConfig::Probe(c) => probe::build(c, fp),
+    }
+}
+
+/// A route's chain, credentials to strip, and counters. `None` when the upstream is unknown.
+async fn build_route(
+    r: &crate::config::schema::RouteConfig,
+    p: &str,
+    id: Arc<str>,
+    shared: &Shared<'_>,
+    owned: &mut Vec<HeaderName>,
+    endpoints: &mut Endpoints,
+    problems: &mut Problems,
+) -> Option<RouteEntry> {
+    let up = shared.upstreams.get(&r.upstream).cloned();
+    if up.is_none() && !shared.cfg.upstreams.contains_key(&r.upstream) {
+        problems.push(
+            format!("{p}.upstream"),
+            format!("unknown upstream {:?}", r.upstream),
+        );
+    }
+    match (r.public, r.auth.is_empty()) {
+        (true, false) => problems.push(
+            format!("{p}.public"),
+            "a public route cannot have an auth chain",
+        ),
+        (false, true) => problems.push(
+            format!("{p}.auth"),
+            "a route needs an auth chain, or `public: true` to serve without authentication",
+        ),
+        _ => {}
+    }
+    let mut chain: Chain = Vec::with_capacity(r.auth.len());
+    for (j, f) in r.auth.iter().enumerate() {
+        let fp = format!("{p}.auth[{j}]");
+        match build_filter(f, &fp, shared).await {
+            Ok(b) => {
+                register(endpoints, b.endpoints, &fp, problems);
+                chain.push(b.filter);
             }
+            Err(errs) => problems.0.extend(errs.0),
         }
-        let mut strip_credentials = Vec::new();
-        for f in &chain {
-            owned.extend(f.identity_headers());
-            if !r.keep_credentials {
-                for h in f.credential_headers() {
-                    if !strip_credentials.contains(h) {
-                        strip_credentials.push(h.clone());
-                    }
+    }
+    let mut strip_credentials = Vec::new();
+    let mut strip_cookies: Vec<Box<str>> = Vec::new();
+    for f in &chain {
+        owned.extend(f.identity_headers());
+        if !r.keep_credentials {
+            for h in f.credential_headers() {
+                if !strip_credentials.contains(h) {
+                    strip_credentials.push(h.clone());
+                }
+            }
+            for c in f.credential_cookies() {
+                if !strip_cookies.contains(&c) {
+                    strip_cookies.push(c);
                 }
             }
         }
-        keys.push(RouteKey {
-            host,
-            prefix,
-            methods,
-        });
-        let Some(up) = up else { continue };
-        let m = &warm.metrics;
-        let allowed = if r.public {
-            vec![m.requests.with_label_values(&[&id, "public", "allow", ""])]
-        } else {
-            chain
-                .iter()
-                .map(|f| m.requests.with_label_values(&[&id, f.kind(), "allow", ""]))
-                .collect()
-        };
-        routes.push(RouteEntry {
-            duration: m.duration.with_label_values(&[&id]),
-            id,
-            upstream: up,
-            public: r.public,
-            chain,
-            strip_credentials,
-            allowed,
-        });
     }
-    let router = match Router::build(&keys) {
-        Ok(r) => Some(r),
-        Err(errs) => {
-            for (i, m) in errs {
-                problems.push(format!("routes[{i}].path"), m);
-            }
-            None
-        }
+    let up = up?;
+    let m = &shared.warm.metrics;
+    let allowed = if r.public {
+        vec![m.requests.with_label_values(&[&id, "public", "allow", ""])]
+    } else {
+        chain
+            .iter()
+            .map(|f| m.requests.with_label_values(&[&id, f.kind(), "allow", ""]))
+            .collect()
     };
-    if cfg.routes.is_empty() {
-        problems.push("routes", "no routes: every request would get 404");
-    }
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    let Some(router) = router else {
-        return Err(problems);
-    };
-    Ok(Snapshot {
-        generation,
-        router,
-        routes,
-        endpoints,
-        injector: HeaderInjector::new(standard, owned),
-        trusted_proxies: cfg.trusted_proxies,
-        server: cfg.server,
-        listeners: cfg.listeners,
-        metrics: cfg.metrics,
-        log: cfg.log,
+    Some(RouteEntry {
+        duration: m.duration.with_label_values(&[&id]),
+        id,
+        upstream: up,
+        public: r.public,
+        max_body: chain.iter().map(|f| f.max_body()).max().unwrap_or(0),
+        chain,
+        strip_credentials,
+        strip_cookies,
+        allowed,
     })
 }

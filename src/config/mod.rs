@@ -62,6 +62,21 @@ impl fmt::Display for Problems {
 
 impl std::error::Error for Problems {}
 
+/// Parse a configured header name; an empty string means "disabled" (`None`), a bad name is a
+/// problem at `path`.
+pub fn header_name(value: &str, path: &str, problems: &mut Problems) -> Option<http::HeaderName> {
+    if value.is_empty() {
+        return None;
+    }
+    match http::HeaderName::from_bytes(value.as_bytes()) {
+        Ok(n) => Some(n),
+        Err(_) => {
+            problems.push(path, format!("{value:?} is not a valid header name"));
+            None
+        }
+    }
+}
+
 /// Parse YAML text into the file schema. Errors carry the key path serde was at.
 pub fn parse(text: &str) -> Result<schema::FileConfig, Problems> {
     let de = serde_norway::Deserializer::from_str(text);

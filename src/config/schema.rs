@@ -249,4 +249,8 @@ pub struct RouteConfig {
 pub enum FilterConfig {
     Jwt(Box<JwtConfig>),
     Opaque(OpaqueRouteConfig),
+    /// The contract probe of the integration tests (see `auth::probe`); not a user mode.
+    #[doc(hidden)]
+    #[serde(rename = "x-contract-probe")]
+    Probe(crate::auth::probe::ProbeConfig),
 }

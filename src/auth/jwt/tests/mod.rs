@@ -93,6 +93,8 @@ async fn run(f: &Arc<dyn AuthFilter>, auth: &[&str]) -> Outcome {
         );
     }
     let view = RequestView {
+        host: None,
+        tls: false,
         method: &Method::GET,
         path: "/",
         query: None,
