@@ -18,17 +18,15 @@ use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use crate::auth::{
-    run_chain, strip_cookies, Answer, Denial, DenyReason, Outcome, Reply, RequestView,
-};
+use crate::auth::{run_chain, strip_cookies, Answer, Denial, DenyReason, Outcome, Reply};
 use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::routing::{canonical_path, Match};
 use crate::snapshot::{RouteEntry, Snapshot};
 use crate::upstream::UpstreamKind;
 use crate::wire::{
-    client_ip, has_body, hex_into, ip_value, peer_ip, read_body, status_body, write_response,
-    X_FORWARDED_FOR,
+    body_denial, client_ip, error_code, has_body, hex_into, ip_value, is_tls, peer_ip, read_body,
+    request_host, status_body, view, write_response, X_FORWARDED_FOR,
 };
 
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -164,7 +162,13 @@ impl Edge {
         };
         let tls = is_tls(session);
         let req = session.req_header();
-        let view = view(req, ctx, tls, Some(&body));
+        let view = view(
+            req,
+            ctx.rewritten.as_deref(),
+            (ctx.peer, ctx.client_ip),
+            tls,
+            Some(&body),
+        );
         let answer = ep.handle(&view).await;
         match answer {
             Answer::Deny(d) => self.deny(session, ctx, d).await?,
@@ -218,7 +222,13 @@ impl Edge {
         };
         let tls = is_tls(session);
         let req = session.req_header();
-        let view = view(req, ctx, tls, body.as_deref());
+        let view = view(
+            req,
+            ctx.rewritten.as_deref(),
+            (ctx.peer, ctx.client_ip),
+            tls,
+            body.as_deref(),
+        );
         let (outcome, by) = run_chain(&route.chain, &view).await;
         ctx.mode = match by {
             Some(i) => route.chain[i].kind(),
@@ -230,16 +240,17 @@ impl Edge {
                 identity,
                 response_headers,
             } => (identity, response_headers),
-            Outcome::Deny(d) => {
-                self.deny(session, ctx, d).await?;
-                return Ok(Decision::Answered);
-            }
             Outcome::Respond(r) => {
                 self.reply(session, ctx, r).await?;
                 return Ok(Decision::Answered);
             }
-            Outcome::NotApplicable => {
-                let d = Denial::new(StatusCode::INTERNAL_SERVER_ERROR, DenyReason::Internal);
+            // run_chain turns "none applies" into a denial; anything else fails closed.
+            other => {
+                let internal = (StatusCode::INTERNAL_SERVER_ERROR, DenyReason::Internal);
+                let d = match other {
+                    Outcome::Deny(d) => d,
+                    _ => Denial::new(internal.0, internal.1),
+                };
                 self.deny(session, ctx, d).await?;
                 return Ok(Decision::Answered);
             }
@@ -333,49 +344,6 @@ impl Edge {
     }
 }
 
-/// The host the client asked for: the URI authority, else `Host`.
-fn request_host(req: &RequestHeader) -> Option<&str> {
-    req.uri
-        .host()
-        .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
-}
-
-/// 413 for a body over the bound, else 400.
-fn body_denial(status: StatusCode) -> Denial {
-    let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        DenyReason::TooLarge
-    } else {
-        DenyReason::Malformed
-    };
-    Denial::new(status, reason)
-}
-
-fn view<'a>(
-    req: &'a RequestHeader,
-    ctx: &'a Ctx,
-    tls: bool,
-    body: Option<&'a [u8]>,
-) -> RequestView<'a> {
-    RequestView {
-        method: &req.method,
-        host: request_host(req),
-        tls,
-        path: ctx.rewritten.as_deref().unwrap_or(req.uri.path()),
-        query: req.uri.query(),
-        headers: &req.headers,
-        peer: ctx.peer,
-        client_ip: ctx.client_ip,
-        body,
-    }
-}
-
-fn is_tls(session: &Session) -> bool {
-    session
-        .digest()
-        .map(|d| d.ssl_digest.is_some())
-        .unwrap_or(false)
-}
-
 #[async_trait]
 impl ProxyHttp for Edge {
     type CTX = Ctx;
@@ -463,22 +431,7 @@ impl ProxyHttp for Edge {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let code: u16 = match e.etype() {
-            ErrorType::HTTPStatus(c) => *c,
-            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
-                if e.esource() == &ErrorSource::Upstream =>
-            {
-                504
-            }
-            _ => match e.esource() {
-                ErrorSource::Upstream => 502,
-                ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
-                    _ => 400,
-                },
-                ErrorSource::Internal | ErrorSource::Unset => 500,
-            },
-        };
+        let code = error_code(e);
         if code >= 500 {
             ctx.outcome = "upstream_error";
             let route = ctx

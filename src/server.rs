@@ -10,7 +10,7 @@ use pingora::server::Server;
 use pingora::services::listening::Service;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::schema::{LogConfig, LogFormat};
+use crate::config::schema::{ListenerConfig, ListenerRole, LogConfig, LogFormat};
 use crate::config::{self, Problems};
 use crate::context::Context;
 use crate::metrics::{Metrics, SidePort};
@@ -67,6 +67,41 @@ fn init_logging(log: &LogConfig) {
     };
 }
 
+/// One Pingora service per listener role, each with its own `ProxyHttp`.
+fn add_role_services(
+    server: &mut Server,
+    listeners: &[ListenerConfig],
+    current: &Arc<ArcSwap<Snapshot>>,
+    metrics: &Arc<Metrics>,
+) -> Result<(), String> {
+    let mine = |role: ListenerRole| listeners.iter().filter(move |l| l.role == role);
+    if mine(ListenerRole::ReverseProxy).next().is_some() {
+        let mut proxy = pingora::proxy::http_proxy_service_with_name(
+            &server.configuration,
+            Edge::new(current.clone(), metrics.clone()),
+            "authedge",
+        );
+        for l in mine(ListenerRole::ReverseProxy) {
+            add_listener(&mut proxy, l)?;
+        }
+        server.add_service(proxy);
+    }
+    Ok(())
+}
+
+/// Bind one listener (TCP, TLS or unix socket) to a service.
+fn add_listener<A>(svc: &mut Service<A>, l: &ListenerConfig) -> Result<(), String> {
+    match (&l.address, &l.unix, &l.tls) {
+        (Some(a), None, None) => svc.add_tcp(a),
+        (Some(a), None, Some(t)) => svc
+            .add_tls(a, &t.cert, &t.key)
+            .map_err(|e| format!("listener {a}: cannot load TLS certificate or key: {e}"))?,
+        (None, Some(u), _) => svc.add_uds(u, None),
+        _ => return Err("a listener needs exactly one of address or unix".into()),
+    }
+    Ok(())
+}
+
 /// `authedge run`: load, start every service, serve until a signal ends the process.
 pub fn run(path: PathBuf) -> Result<(), String> {
     // SIGHUP kills a process that does not handle it; ignore it until the reload task owns it.
@@ -111,22 +146,7 @@ pub fn run(path: PathBuf) -> Result<(), String> {
 
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Edge::new(current.clone(), metrics.clone()),
-        "authedge",
-    );
-    for l in &listeners {
-        match (&l.address, &l.unix, &l.tls) {
-            (Some(a), None, None) => proxy.add_tcp(a),
-            (Some(a), None, Some(t)) => proxy
-                .add_tls(a, &t.cert, &t.key)
-                .map_err(|e| format!("listener {a}: cannot load TLS certificate or key: {e}"))?,
-            (None, Some(u), _) => proxy.add_uds(u, None),
-            _ => return Err("a listener needs exactly one of address or unix".into()),
-        }
-    }
-    server.add_service(proxy);
+    add_role_services(&mut server, &listeners, &current, &metrics)?;
     if let Some(m) = &metrics_cfg {
         let mut side = Service::new(
             "authedge metrics".into(),

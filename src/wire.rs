@@ -8,6 +8,7 @@ use http::{header, HeaderName, HeaderValue, StatusCode};
 use pingora::prelude::*;
 use pingora_http::{RequestHeader, ResponseHeader};
 
+use crate::auth::{Denial, DenyReason, RequestView};
 use crate::snapshot::Snapshot;
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -164,6 +165,73 @@ pub fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
             HeaderValue::from_bytes(&buf[..len]).ok()
         }
         IpAddr::V6(_) => HeaderValue::from_str(&ip.to_string()).ok(),
+    }
+}
+
+/// The host the client asked for: the URI authority, else `Host`.
+pub fn request_host(req: &RequestHeader) -> Option<&str> {
+    req.uri
+        .host()
+        .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+}
+
+/// 413 for a body over the bound, else 400.
+pub fn body_denial(status: StatusCode) -> Denial {
+    let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        DenyReason::TooLarge
+    } else {
+        DenyReason::Malformed
+    };
+    Denial::new(status, reason)
+}
+
+pub fn is_tls(session: &Session) -> bool {
+    session
+        .digest()
+        .map(|d| d.ssl_digest.is_some())
+        .unwrap_or(false)
+}
+
+/// The status for a proxying error: the upstream's timeouts 504, other upstream failures 502,
+/// a client that went away 0 (nothing to write), other client errors 400, else 500.
+pub fn error_code(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::HTTPStatus(c) => *c,
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+            if e.esource() == &ErrorSource::Upstream =>
+        {
+            504
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    }
+}
+
+/// What filters and endpoints see of this request (`rewritten`: the canonical path when it
+/// differs from the raw one; `addrs`: peer and client address).
+pub fn view<'a>(
+    req: &'a RequestHeader,
+    rewritten: Option<&'a str>,
+    addrs: (Option<IpAddr>, Option<IpAddr>),
+    tls: bool,
+    body: Option<&'a [u8]>,
+) -> RequestView<'a> {
+    RequestView {
+        method: &req.method,
+        host: request_host(req),
+        tls,
+        path: rewritten.unwrap_or(req.uri.path()),
+        query: req.uri.query(),
+        headers: &req.headers,
+        peer: addrs.0,
+        client_ip: addrs.1,
+        body,
     }
 }
 
