@@ -78,11 +78,14 @@ impl std::fmt::Display for EndpointAt {
     }
 }
 
+/// The endpoints at one path: host-specific ones first, then the any-host one.
+type AtPath = Vec<(Option<Box<str>>, Arc<dyn Endpoint>)>;
+
 /// The endpoint table of a snapshot: by path, then host (a host-specific entry before the
 /// any-host one). Empty in most configs, and then a lookup is one branch, no hashing.
 #[derive(Debug, Default)]
 pub struct Endpoints {
-    by_path: HashMap<Box<str>, Vec<(Option<Box<str>>, Arc<dyn Endpoint>)>>,
+    by_path: HashMap<Box<str>, AtPath>,
 }
 
 impl Endpoints {
