@@ -82,6 +82,8 @@ fn bench(c: &mut Criterion) {
     for (name, tok) in [("rs256", &rs_token), ("es256", &es_token)] {
         let h = headers(tok);
         let view = RequestView {
+            host: None,
+            tls: false,
             method: &Method::GET,
             path: "/api",
             query: None,

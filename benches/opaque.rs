@@ -91,6 +91,8 @@ fn filter(c: &mut Criterion) {
     let value = format!("Bearer {}", ring.seal(&claims).expect("seal"));
     headers.insert(http::header::AUTHORIZATION, value.parse().expect("header"));
     let view = RequestView {
+        host: None,
+        tls: false,
         method: &Method::GET,
         path: "/api",
         query: None,

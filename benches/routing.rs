@@ -80,6 +80,8 @@ fn chain_walk(c: &mut Criterion) {
         .unwrap();
     let headers = HeaderMap::new();
     let view = RequestView {
+        host: None,
+        tls: false,
         method: &Method::GET,
         path: "/api",
         query: None,

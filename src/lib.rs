@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod compat;
 pub mod config;
+pub mod context;
 pub mod echo;
 pub mod identity;
 pub mod metrics;
@@ -17,3 +18,4 @@ pub mod snapshot;
 pub mod state;
 pub mod tokens;
 pub mod upstream;
+pub mod wire;

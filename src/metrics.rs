@@ -4,15 +4,12 @@
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
-
-use crate::snapshot::Snapshot;
 
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -23,6 +20,16 @@ pub struct Metrics {
     pub generation: IntGauge,
     pub reloads: IntCounterVec,
     pub jwks_fetches: IntCounterVec,
+    /// Objects shared across reloads that a live snapshot still uses.
+    pub shared_objects: IntGauge,
+    /// Background tasks (refreshers, sweepers) still running.
+    pub background_tasks: IntGauge,
+}
+
+/// What `/readyz` asks: `None` when ready, else what is missing. Implemented above this module
+/// (by the live snapshot store), so metrics depends on nothing above it.
+pub trait Readiness: Send + Sync {
+    fn not_ready(&self) -> Option<String>;
 }
 
 impl Metrics {
@@ -68,6 +75,16 @@ impl Metrics {
             ),
             &["provider", "result"],
         )?;
+        let shared_objects = IntGauge::new(
+            "authedge_shared_objects",
+            "Objects shared across reloads (key caches, limiters) held by the live config",
+        )?;
+        let background_tasks = IntGauge::new(
+            "authedge_background_tasks",
+            "Background tasks (key refreshers, sweepers) running",
+        )?;
+        registry.register(Box::new(shared_objects.clone()))?;
+        registry.register(Box::new(background_tasks.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
@@ -85,6 +102,8 @@ impl Metrics {
             generation,
             reloads,
             jwks_fetches,
+            shared_objects,
+            background_tasks,
         })
     }
 
@@ -98,7 +117,7 @@ impl Metrics {
 /// The side-port HTTP app.
 pub struct SidePort {
     pub metrics: Arc<Metrics>,
-    pub current: Arc<ArcSwap<Snapshot>>,
+    pub ready: Arc<dyn Readiness>,
 }
 
 #[async_trait]
@@ -108,17 +127,14 @@ impl ServeHttp for SidePort {
         let (status, ctype, body) = match path {
             "/metrics" => (200, "text/plain; version=0.0.4", self.metrics.render()),
             "/healthz" => (200, "text/plain", b"ok\n".to_vec()),
-            "/readyz" => {
-                let snap = self.current.load();
-                match snap.not_ready() {
-                    None => (200, "text/plain", b"ready\n".to_vec()),
-                    Some(what) => (
-                        503,
-                        "text/plain",
-                        format!("not ready: {what}\n").into_bytes(),
-                    ),
-                }
-            }
+            "/readyz" => match self.ready.not_ready() {
+                None => (200, "text/plain", b"ready\n".to_vec()),
+                Some(what) => (
+                    503,
+                    "text/plain",
+                    format!("not ready: {what}\n").into_bytes(),
+                ),
+            },
             _ => (404, "text/plain", b"not found\n".to_vec()),
         };
         http::Response::builder()

@@ -18,14 +18,17 @@ use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use crate::auth::{run_chain, Denial, DenyReason, Outcome, Reply, RequestView};
+use crate::auth::{run_chain, strip_cookies, Answer, Denial, DenyReason, Outcome, Reply};
 use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::routing::{canonical_path, Match};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{RouteEntry, Snapshot};
 use crate::upstream::UpstreamKind;
+use crate::wire::{
+    body_denial, client_ip, error_code, has_body, hex_into, ip_value, is_tls, peer_ip, read_body,
+    request_host, status_body, view, write_response, X_FORWARDED_FOR,
+};
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Headers `prepare` may add besides the identity's own: forwarding headers, request id, host,
@@ -66,6 +69,8 @@ pub struct Ctx {
     reason: &'static str,
     /// Index of the filter that allowed (for the pre-built counter).
     allowed_by: Option<usize>,
+    /// Headers the allowing filter adds to the client's response (`Outcome::AllowWith`).
+    response_headers: Vec<(HeaderName, HeaderValue)>,
     start: Instant,
 }
 
@@ -73,114 +78,6 @@ pub struct Ctx {
 enum Decision {
     Proxy,
     Answered,
-}
-
-fn peer_ip(session: &Session) -> Option<IpAddr> {
-    session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
-}
-
-/// The client address: the peer, or when the peer is a trusted proxy the right-most entry of
-/// `X-Forwarded-For` that is not itself trusted.
-fn client_ip(snap: &Snapshot, peer: Option<IpAddr>, req: &RequestHeader) -> Option<IpAddr> {
-    let peer = peer?;
-    if snap.trusted_proxies.is_empty() || !snap.is_trusted_proxy(peer) {
-        return Some(peer);
-    }
-    let mut client = peer;
-    for v in req.headers.get_all(&X_FORWARDED_FOR).iter().rev() {
-        let Ok(s) = v.to_str() else {
-            return Some(client);
-        };
-        for part in s.rsplit(',') {
-            match part.trim().parse::<IpAddr>() {
-                Ok(ip) => {
-                    client = ip;
-                    if !snap.is_trusted_proxy(ip) {
-                        return Some(client);
-                    }
-                }
-                Err(_) => return Some(client),
-            }
-        }
-    }
-    Some(client)
-}
-
-fn has_body(req: &RequestHeader) -> bool {
-    req.headers.contains_key(header::TRANSFER_ENCODING)
-        || req
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .map(|v| v.as_bytes() != b"0")
-            .unwrap_or(false)
-}
-
-/// The conventional spelling of the headers the edge's own answers carry that Pingora does not
-/// title-case itself (it writes a `HeaderName` lower-case unless it is one of a dozen it knows).
-fn titled(n: &HeaderName) -> Option<&'static str> {
-    Some(match *n {
-        header::WWW_AUTHENTICATE => "WWW-Authenticate",
-        header::RETRY_AFTER => "Retry-After",
-        header::LOCATION => "Location",
-        header::CACHE_CONTROL => "Cache-Control",
-        header::SET_COOKIE => "Set-Cookie",
-        header::ALLOW => "Allow",
-        header::PRAGMA => "Pragma",
-        _ => return None,
-    })
-}
-
-/// Write a complete short response. `close` drops the connection afterwards: used whenever a
-/// request body was not read, so no unread bytes can be taken for a next request.
-async fn write_response(
-    session: &mut Session,
-    status: StatusCode,
-    headers: &[(HeaderName, HeaderValue)],
-    body: Bytes,
-    close: bool,
-) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(headers.len() + 2))?;
-    for (n, v) in headers {
-        match titled(n) {
-            Some(name) => resp.append_header(name, v.clone())?,
-            None => resp.append_header(n.clone(), v.clone())?,
-        };
-    }
-    if !headers.iter().any(|(n, _)| n == header::CONTENT_TYPE) && !body.is_empty() {
-        resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
-    }
-    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
-    if close {
-        session.set_keepalive(None);
-        resp.insert_header(header::CONNECTION, "close")?;
-    }
-    let empty = body.is_empty();
-    session.write_response_header(Box::new(resp), empty).await?;
-    if !empty {
-        session.write_response_body(Some(body), true).await?;
-    }
-    Ok(())
-}
-
-/// Short, generic body for an error status. Never carries the reason or any request data.
-fn status_body(status: StatusCode) -> Bytes {
-    let text = match status.as_u16() {
-        400 => "bad request\n",
-        401 => "unauthorized\n",
-        403 => "forbidden\n",
-        404 => "not found\n",
-        405 => "method not allowed\n",
-        413 => "payload too large\n",
-        429 => "too many requests\n",
-        502 => "bad gateway\n",
-        503 => "service unavailable\n",
-        504 => "gateway timeout\n",
-        _ => "error\n",
-    };
-    Bytes::from_static(text.as_bytes())
 }
 
 impl Edge {
@@ -207,35 +104,7 @@ impl Edge {
         write_response(session, r.status, &r.headers, r.body, close).await
     }
 
-    /// Read the request body for an endpoint, refusing more than `max` bytes.
-    async fn read_body(
-        session: &mut Session,
-        max: usize,
-    ) -> std::result::Result<Vec<u8>, StatusCode> {
-        if let Some(len) = session.req_header().headers.get(header::CONTENT_LENGTH) {
-            let n: usize = len
-                .to_str()
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or(StatusCode::BAD_REQUEST)?;
-            if n > max {
-                return Err(StatusCode::PAYLOAD_TOO_LARGE);
-            }
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = session
-            .read_request_body()
-            .await
-            .map_err(|_| StatusCode::BAD_REQUEST)?
-        {
-            if body.len() + chunk.len() > max {
-                return Err(StatusCode::PAYLOAD_TOO_LARGE);
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
-    }
-
+    /// The request phases: canonical path, edge endpoints, route, chain.
     async fn decide(
         &self,
         session: &mut Session,
@@ -245,86 +114,21 @@ impl Edge {
         let peer = peer_ip(session);
         ctx.peer = peer;
         ctx.client_ip = client_ip(snap, peer, session.req_header());
-        let raw_path = session.req_header().uri.path();
-        let path: Cow<'_, str> = match canonical_path(raw_path) {
-            Ok(p) => p,
+        match canonical_path(session.req_header().uri.path()) {
+            Ok(Cow::Borrowed(_)) => {}
+            Ok(Cow::Owned(p)) => ctx.rewritten = Some(p),
             Err(_) => {
-                self.deny(
-                    session,
-                    ctx,
-                    Denial::new(StatusCode::BAD_REQUEST, DenyReason::Malformed),
-                )
-                .await?;
+                let d = Denial::new(StatusCode::BAD_REQUEST, DenyReason::Malformed);
+                self.deny(session, ctx, d).await?;
                 return Ok(Decision::Answered);
             }
-        };
-        let path = match path {
-            Cow::Borrowed(_) => None,
-            Cow::Owned(p) => Some(p),
-        };
-        ctx.rewritten = path;
-        let req = session.req_header();
-        let path: &str = ctx.rewritten.as_deref().unwrap_or(req.uri.path());
-
-        // Endpoints served by the edge itself.
-        if let Some(ep) = snap.endpoints.get(path).cloned() {
-            ctx.mode = ep.kind();
-            let path = path.to_string();
-            let body = match Self::read_body(session, ep.max_body()).await {
-                Ok(b) => b,
-                Err(status) => {
-                    let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                        DenyReason::TooLarge
-                    } else {
-                        DenyReason::Malformed
-                    };
-                    self.deny(session, ctx, Denial::new(status, reason)).await?;
-                    return Ok(Decision::Answered);
-                }
-            };
-            let req = session.req_header();
-            let view = RequestView {
-                method: &req.method,
-                path: &path,
-                query: req.uri.query(),
-                headers: &req.headers,
-                peer,
-                client_ip: ctx.client_ip,
-                body: Some(&body),
-            };
-            let outcome = ep.handle(&view).await;
-            self.answer(session, ctx, outcome).await?;
+        }
+        if !snap.endpoints.is_empty() && self.serve_endpoint(session, ctx, snap).await? {
             return Ok(Decision::Answered);
         }
-
-        let host = req
-            .uri
-            .host()
-            .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()));
-        let idx = match snap.router.lookup(host, &req.method, path) {
-            Match::Route(i) => i,
-            Match::NotFound => {
-                self.deny(
-                    session,
-                    ctx,
-                    Denial::new(StatusCode::NOT_FOUND, DenyReason::Missing),
-                )
-                .await?;
-                ctx.outcome = "no_route";
-                return Ok(Decision::Answered);
-            }
-            Match::MethodNotAllowed => {
-                self.deny(
-                    session,
-                    ctx,
-                    Denial::new(StatusCode::METHOD_NOT_ALLOWED, DenyReason::Missing),
-                )
-                .await?;
-                ctx.outcome = "no_route";
-                return Ok(Decision::Answered);
-            }
+        let Some(idx) = self.route(session, ctx, snap).await? else {
+            return Ok(Decision::Answered);
         };
-        ctx.route = Some(idx);
         let route = &snap.routes[idx];
         if route.public {
             ctx.mode = "public";
@@ -332,44 +136,130 @@ impl Edge {
             ctx.allowed_by = Some(0);
             return Ok(Decision::Proxy);
         }
-        let view = RequestView {
-            method: &req.method,
-            path,
-            query: req.uri.query(),
-            headers: &req.headers,
-            peer,
-            client_ip: ctx.client_ip,
-            body: None,
+        self.authenticate(session, ctx, route).await
+    }
+
+    /// An edge endpoint at this host and path: read its body, let it answer. `Ok(false)` when
+    /// none is served here.
+    async fn serve_endpoint(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        snap: &Snapshot,
+    ) -> Result<bool> {
+        let req = session.req_header();
+        let path: &str = ctx.rewritten.as_deref().unwrap_or(req.uri.path());
+        let Some(ep) = snap.endpoints.get(request_host(req), path).cloned() else {
+            return Ok(false);
         };
+        ctx.mode = ep.kind();
+        let body = match read_body(session, ep.max_body()).await {
+            Ok(b) => b,
+            Err(status) => {
+                self.deny(session, ctx, body_denial(status)).await?;
+                return Ok(true);
+            }
+        };
+        let tls = is_tls(session);
+        let req = session.req_header();
+        let view = view(
+            req,
+            ctx.rewritten.as_deref(),
+            (ctx.peer, ctx.client_ip),
+            tls,
+            Some(&body),
+        );
+        let answer = ep.handle(&view).await;
+        match answer {
+            Answer::Deny(d) => self.deny(session, ctx, d).await?,
+            Answer::Respond(r) => self.reply(session, ctx, r).await?,
+        }
+        Ok(true)
+    }
+
+    /// Match the route; a miss is answered (404 or 405) and gives `None`.
+    async fn route(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        snap: &Snapshot,
+    ) -> Result<Option<usize>> {
+        let req = session.req_header();
+        let path: &str = ctx.rewritten.as_deref().unwrap_or(req.uri.path());
+        let status = match snap.router.lookup(request_host(req), &req.method, path) {
+            Match::Route(i) => {
+                ctx.route = Some(i);
+                return Ok(Some(i));
+            }
+            Match::NotFound => StatusCode::NOT_FOUND,
+            Match::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        };
+        self.deny(session, ctx, Denial::new(status, DenyReason::Missing))
+            .await?;
+        ctx.outcome = "no_route";
+        Ok(None)
+    }
+
+    /// Walk the route's chain (after reading the body when a filter asks for it).
+    async fn authenticate(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        route: &RouteEntry,
+    ) -> Result<Decision> {
+        let body = if route.max_body > 0 {
+            // Buffered as it is read, so the upstream still receives it.
+            session.enable_retry_buffering();
+            match read_body(session, route.max_body).await {
+                Ok(b) => Some(b),
+                Err(status) => {
+                    self.deny(session, ctx, body_denial(status)).await?;
+                    return Ok(Decision::Answered);
+                }
+            }
+        } else {
+            None
+        };
+        let tls = is_tls(session);
+        let req = session.req_header();
+        let view = view(
+            req,
+            ctx.rewritten.as_deref(),
+            (ctx.peer, ctx.client_ip),
+            tls,
+            body.as_deref(),
+        );
         let (outcome, by) = run_chain(&route.chain, &view).await;
         ctx.mode = match by {
             Some(i) => route.chain[i].kind(),
             None => "chain",
         };
-        if let Outcome::Allow(id) = outcome {
-            ctx.outcome = "allow";
-            ctx.allowed_by = by;
-            ctx.identity = Some(id);
-            return Ok(Decision::Proxy);
-        }
-        self.answer(session, ctx, outcome).await?;
-        Ok(Decision::Answered)
-    }
-
-    async fn answer(&self, session: &mut Session, ctx: &mut Ctx, outcome: Outcome) -> Result<()> {
-        match outcome {
-            Outcome::Deny(d) => self.deny(session, ctx, d).await,
-            Outcome::Respond(r) => self.reply(session, ctx, r).await,
-            Outcome::Allow(_) | Outcome::NotApplicable => {
-                // An endpoint must answer; treat anything else as an internal failure, closed.
-                self.deny(
-                    session,
-                    ctx,
-                    Denial::new(StatusCode::INTERNAL_SERVER_ERROR, DenyReason::Internal),
-                )
-                .await
+        let (id, headers) = match outcome {
+            Outcome::Allow(id) => (id, Vec::new()),
+            Outcome::AllowWith {
+                identity,
+                response_headers,
+            } => (identity, response_headers),
+            Outcome::Respond(r) => {
+                self.reply(session, ctx, r).await?;
+                return Ok(Decision::Answered);
             }
-        }
+            // run_chain turns "none applies" into a denial; anything else fails closed.
+            other => {
+                let internal = (StatusCode::INTERNAL_SERVER_ERROR, DenyReason::Internal);
+                let d = match other {
+                    Outcome::Deny(d) => d,
+                    _ => Denial::new(internal.0, internal.1),
+                };
+                self.deny(session, ctx, d).await?;
+                return Ok(Decision::Answered);
+            }
+        };
+        ctx.outcome = "allow";
+        ctx.allowed_by = by;
+        ctx.identity = Some(id);
+        ctx.response_headers = headers;
+        Ok(Decision::Proxy)
     }
 
     /// Rewrite the upstream request: canonical path, identity headers, forwarding headers.
@@ -410,6 +300,7 @@ impl Edge {
         for h in &route.strip_credentials {
             headers.remove(h);
         }
+        strip_cookies(headers, &route.strip_cookies);
         if let Some(id) = &ctx.identity {
             snap.injector.inject(headers, id);
         }
@@ -453,49 +344,6 @@ impl Edge {
     }
 }
 
-fn hex_into(out: &mut [u8], mut v: u64) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for slot in out.iter_mut().rev() {
-        *slot = HEX[(v & 0xf) as usize];
-        v >>= 4;
-    }
-}
-
-/// The peer address as a header value, without going through `fmt` for IPv4.
-fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
-    match ip {
-        IpAddr::V4(v4) => {
-            let mut buf = [0u8; 15];
-            let mut len = 0;
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf[len] = b'.';
-                    len += 1;
-                }
-                if octet >= 100 {
-                    buf[len] = b'0' + octet / 100;
-                    len += 1;
-                }
-                if octet >= 10 {
-                    buf[len] = b'0' + (octet / 10) % 10;
-                    len += 1;
-                }
-                buf[len] = b'0' + octet % 10;
-                len += 1;
-            }
-            HeaderValue::from_bytes(&buf[..len]).ok()
-        }
-        IpAddr::V6(_) => HeaderValue::from_str(&ip.to_string()).ok(),
-    }
-}
-
-fn is_tls(session: &Session) -> bool {
-    session
-        .digest()
-        .map(|d| d.ssl_digest.is_some())
-        .unwrap_or(false)
-}
-
 #[async_trait]
 impl ProxyHttp for Edge {
     type CTX = Ctx;
@@ -516,6 +364,7 @@ impl ProxyHttp for Edge {
             outcome: "error",
             reason: "",
             allowed_by: None,
+            response_headers: Vec::new(),
             start: Instant::now(),
         }
     }
@@ -533,11 +382,12 @@ impl ProxyHttp for Edge {
                     let mut req = session.req_header().clone();
                     self.prepare(&mut req, ctx, is_tls(session));
                     let body = Bytes::from(crate::echo::render(&req));
-                    let headers = [(
+                    let mut headers = vec![(
                         header::CONTENT_TYPE,
                         HeaderValue::from_static("application/json"),
                     )];
-                    let close = has_body(session.req_header());
+                    headers.append(&mut ctx.response_headers);
+                    let close = has_body(session.req_header()) && !session.is_body_done();
                     write_response(session, StatusCode::OK, &headers, body, close).await?;
                     return Ok(true);
                 }
@@ -568,23 +418,20 @@ impl ProxyHttp for Edge {
         Ok(())
     }
 
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        for (n, v) in ctx.response_headers.drain(..) {
+            resp.append_header(n, v)?;
+        }
+        Ok(())
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let code: u16 = match e.etype() {
-            ErrorType::HTTPStatus(c) => *c,
-            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
-                if e.esource() == &ErrorSource::Upstream =>
-            {
-                504
-            }
-            _ => match e.esource() {
-                ErrorSource::Upstream => 502,
-                ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
-                    _ => 400,
-                },
-                ErrorSource::Internal | ErrorSource::Unset => 500,
-            },
-        };
+        let code = error_code(e);
         if code >= 500 {
             ctx.outcome = "upstream_error";
             let route = ctx
@@ -642,32 +489,5 @@ impl ProxyHttp for Edge {
                 client = ?ctx.client_ip,
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ip_values() {
-        for ip in [
-            "0.0.0.0",
-            "1.2.3.4",
-            "10.100.9.255",
-            "255.255.255.255",
-            "::1",
-            "2001:db8::7",
-        ] {
-            let v = ip_value(ip.parse().unwrap()).unwrap();
-            assert_eq!(v.to_str().unwrap(), ip);
-        }
-    }
-
-    #[test]
-    fn hex() {
-        let mut b = [0u8; 8];
-        hex_into(&mut b, 0xdead_beef);
-        assert_eq!(&b, b"deadbeef");
     }
 }

@@ -10,12 +10,13 @@ use pingora::server::Server;
 use pingora::services::listening::Service;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::schema::{LogConfig, LogFormat};
+use crate::config::schema::{ListenerConfig, ListenerRole, LogConfig, LogFormat};
 use crate::config::{self, Problems};
+use crate::context::Context;
 use crate::metrics::{Metrics, SidePort};
 use crate::proxy::Edge;
 use crate::reload::Reloader;
-use crate::snapshot::{Snapshot, Warm};
+use crate::snapshot::{self, Snapshot};
 
 /// The runtime for background work: config loads, key fetches and refreshes, SIGHUP. Pingora's
 /// services each run their own runtimes; this one lives for the whole process.
@@ -33,10 +34,10 @@ pub fn check(path: &Path) -> Result<String, Problems> {
     let one = |m: String| Problems(vec![config::Problem::new("", m)]);
     let rt = control_runtime().map_err(one)?;
     let metrics = Arc::new(Metrics::new().map_err(|e| one(e.to_string()))?);
-    let warm = Warm::new(rt.handle().clone(), metrics, true)
-        .map_err(one)?
+    let warm = Context::new(rt.handle().clone(), metrics, true)
+        .map_err(|e| one(e.to_string()))?
         .with_config_dir(path);
-    let snap = rt.block_on(config::load(path, &warm, 1))?;
+    let snap = rt.block_on(snapshot::load(path, &warm, 1))?;
     let upstreams: std::collections::HashSet<&str> = snap
         .routes
         .iter()
@@ -71,6 +72,41 @@ fn init_logging(log: &LogConfig) {
     };
 }
 
+/// One Pingora service per listener role, each with its own `ProxyHttp`.
+fn add_role_services(
+    server: &mut Server,
+    listeners: &[ListenerConfig],
+    current: &Arc<ArcSwap<Snapshot>>,
+    metrics: &Arc<Metrics>,
+) -> Result<(), String> {
+    let mine = |role: ListenerRole| listeners.iter().filter(move |l| l.role == role);
+    if mine(ListenerRole::ReverseProxy).next().is_some() {
+        let mut proxy = pingora::proxy::http_proxy_service_with_name(
+            &server.configuration,
+            Edge::new(current.clone(), metrics.clone()),
+            "authedge",
+        );
+        for l in mine(ListenerRole::ReverseProxy) {
+            add_listener(&mut proxy, l)?;
+        }
+        server.add_service(proxy);
+    }
+    Ok(())
+}
+
+/// Bind one listener (TCP, TLS or unix socket) to a service.
+fn add_listener<A>(svc: &mut Service<A>, l: &ListenerConfig) -> Result<(), String> {
+    match (&l.address, &l.unix, &l.tls) {
+        (Some(a), None, None) => svc.add_tcp(a),
+        (Some(a), None, Some(t)) => svc
+            .add_tls(a, &t.cert, &t.key)
+            .map_err(|e| format!("listener {a}: cannot load TLS certificate or key: {e}"))?,
+        (None, Some(u), _) => svc.add_uds(u, None),
+        _ => return Err("a listener needs exactly one of address or unix".into()),
+    }
+    Ok(())
+}
+
 /// `authedge run`: load, start every service, serve until a signal ends the process.
 pub fn run(path: PathBuf) -> Result<(), String> {
     // SIGHUP kills a process that does not handle it; ignore it until the reload task owns it.
@@ -80,10 +116,13 @@ pub fn run(path: PathBuf) -> Result<(), String> {
     }
     let rt = control_runtime()?;
     let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
-    let warm =
-        Arc::new(Warm::new(rt.handle().clone(), metrics.clone(), false)?.with_config_dir(&path));
+    let warm = Arc::new(
+        Context::new(rt.handle().clone(), metrics.clone(), false)
+            .map_err(|e| e.to_string())?
+            .with_config_dir(&path),
+    );
     let snap: Snapshot = rt
-        .block_on(config::load(&path, &warm, 1))
+        .block_on(snapshot::load(&path, &warm, 1))
         .map_err(|p| p.to_string())?;
     init_logging(&snap.log);
     for n in &snap.notes {
@@ -116,28 +155,13 @@ pub fn run(path: PathBuf) -> Result<(), String> {
 
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Edge::new(current.clone(), metrics.clone()),
-        "authedge",
-    );
-    for l in &listeners {
-        match (&l.address, &l.unix, &l.tls) {
-            (Some(a), None, None) => proxy.add_tcp(a),
-            (Some(a), None, Some(t)) => proxy
-                .add_tls(a, &t.cert, &t.key)
-                .map_err(|e| format!("listener {a}: cannot load TLS certificate or key: {e}"))?,
-            (None, Some(u), _) => proxy.add_uds(u, None),
-            _ => return Err("a listener needs exactly one of address or unix".into()),
-        }
-    }
-    server.add_service(proxy);
+    add_role_services(&mut server, &listeners, &current, &metrics)?;
     if let Some(m) = &metrics_cfg {
         let mut side = Service::new(
             "authedge metrics".into(),
             SidePort {
                 metrics: metrics.clone(),
-                current,
+                ready: current,
             },
         );
         side.threads = Some(1);

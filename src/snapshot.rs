@@ -1,11 +1,9 @@
 //! The immutable, fully built config: route table, compiled chains, upstreams, endpoints. Shared
 //! through an `ArcSwap`; a request loads it once and sees one whole version.
 //!
-//! [`Warm`] is the state that outlives a snapshot (JWKS caches, revocations, rate-limit state,
-//! the control runtime and its HTTP client): a reload builds a new snapshot against the same
-//! `Warm`, so caches of unchanged providers and realms carry over.
+//! What outlives a snapshot lives in [`crate::context`]: a reload builds a new snapshot against
+//! the same [`Context`], so caches of unchanged providers and realms carry over.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -13,104 +11,17 @@ use std::sync::{Arc, Mutex};
 use http::{HeaderName, Method};
 use prometheus::{Histogram, IntCounter};
 
-use crate::auth::{jwt, opaque, signed, AuthFilter, Chain, Endpoint};
+use crate::auth::endpoint::EndpointAt;
+use crate::auth::{jwt, opaque, probe, signed, Built, Chain, Endpoint, Endpoints};
 use crate::config::schema::{
     FileConfig, FilterConfig, ListenerConfig, LogConfig, MetricsConfig, ServerConfig,
 };
 use crate::config::Problems;
+pub use crate::context::{Context, Warm};
 use crate::identity::{HeaderInjector, StandardHeaders};
-use crate::metrics::Metrics;
 use crate::routing::{normalize_prefix, RouteKey, Router};
 use crate::state::{self, StateConfig, Store};
 use crate::upstream::{self, Upstream};
-
-/// State that survives reloads, and the runtime that background work (key fetches, refresh
-/// timers, reload) runs on.
-pub struct Warm {
-    pub control: tokio::runtime::Handle,
-    pub http: reqwest::Client,
-    pub metrics: Arc<Metrics>,
-    /// `check` builds without side effects (no file rewrites, no background refresh).
-    pub dry_run: bool,
-    /// The config file's directory: relative file names in the config are resolved against it.
-    pub config_dir: Option<std::path::PathBuf>,
-    store: Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>,
-}
-
-impl std::fmt::Debug for Warm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Warm")
-            .field("dry_run", &self.dry_run)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Warm {
-    pub fn new(
-        control: tokio::runtime::Handle,
-        metrics: Arc<Metrics>,
-        dry_run: bool,
-    ) -> Result<Warm, String> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .timeout(std::time::Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                // Key fetches never follow a redirect from https down to plain http.
-                let downgrade = attempt.url().scheme() != "https"
-                    && attempt.previous().iter().any(|u| u.scheme() == "https");
-                if downgrade {
-                    attempt.error("redirect from https to http refused")
-                } else if attempt.previous().len() > 3 {
-                    attempt.error("too many redirects")
-                } else {
-                    attempt.follow()
-                }
-            }))
-            .user_agent(concat!("authedge/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
-        Ok(Warm {
-            control,
-            http,
-            metrics,
-            dry_run,
-            config_dir: None,
-            store: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// Resolve relative file names in the config against the config file's directory.
-    pub fn with_config_dir(mut self, config_file: &Path) -> Self {
-        self.config_dir = config_file.parent().map(Path::to_path_buf);
-        self
-    }
-
-    /// `name` as given when absolute, else relative to the config file's directory.
-    pub fn resolve_path(&self, name: &str) -> String {
-        match &self.config_dir {
-            Some(dir) if !Path::new(name).is_absolute() && !dir.as_os_str().is_empty() => {
-                dir.join(name).display().to_string()
-            }
-            _ => name.to_string(),
-        }
-    }
-
-    /// The shared object under `key`, created by `make` the first time. A key names a cache
-    /// precisely (for example the provider's issuer and key source), so a changed provider gets a
-    /// fresh cache and an unchanged one keeps its keys across reloads.
-    pub fn shared<T: Any + Send + Sync>(&self, key: &str, make: impl FnOnce() -> T) -> Arc<T> {
-        let mut map = match self.store.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some(existing) = map.get(key).and_then(|a| a.clone().downcast::<T>().ok()) {
-            return existing;
-        }
-        let fresh = Arc::new(make());
-        map.insert(key.to_string(), fresh.clone());
-        fresh
-    }
-}
 
 /// A compiled route.
 #[derive(Debug)]
@@ -121,6 +32,10 @@ pub struct RouteEntry {
     pub chain: Chain,
     /// Credential headers removed before the upstream (empty when the route keeps them).
     pub strip_credentials: Vec<HeaderName>,
+    /// Credential cookies removed from `Cookie` before the upstream (others pass).
+    pub strip_cookies: Vec<Box<str>>,
+    /// Body bytes read before the chain runs (the largest any filter asks for; 0: none).
+    pub max_body: usize,
     pub duration: Histogram,
     /// `outcome=allow` counters: index 0 for a public route, else one per filter.
     pub allowed: Vec<IntCounter>,
@@ -132,8 +47,8 @@ pub struct Snapshot {
     pub generation: u64,
     pub router: Router,
     pub routes: Vec<RouteEntry>,
-    /// Exact canonical paths served by the edge itself before routing.
-    pub endpoints: HashMap<String, Arc<dyn Endpoint>>,
+    /// Host and exact canonical paths served by the edge itself before routing.
+    pub endpoints: Endpoints,
     pub injector: HeaderInjector,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub server: ServerConfig,
@@ -167,139 +82,49 @@ impl Snapshot {
     }
 }
 
-/// Parse a configured header name; an empty string means "disabled" (`None`), a bad name is a
-/// problem at `path`.
-pub(crate) fn header_name(value: &str, path: &str, problems: &mut Problems) -> Option<HeaderName> {
-    if value.is_empty() {
-        return None;
-    }
-    match HeaderName::from_bytes(value.as_bytes()) {
-        Ok(n) => Some(n),
-        Err(_) => {
-            problems.push(path, format!("{value:?} is not a valid header name"));
-            None
-        }
+impl crate::metrics::Readiness for arc_swap::ArcSwap<Snapshot> {
+    fn not_ready(&self) -> Option<String> {
+        self.load().not_ready()
     }
 }
 
-/// Validate and build everything. Collects every problem before failing.
+/// The one load path of `check`, `run` and SIGHUP: read and parse the file
+/// ([`config::load`](crate::config::load)), then compile it against `ctx`.
+pub async fn load(path: &Path, ctx: &Context, generation: u64) -> Result<Snapshot, Problems> {
+    let cfg = crate::config::load(path).await?;
+    compile(cfg, ctx, generation, Some(path)).await
+}
+
+pub(crate) use crate::config::header_name;
+
+/// Validate and build everything. Collects every problem before failing. Each phase is a
+/// function; each mode builds its own filters (`<mode>::build`), dispatched on the typed enum.
 pub async fn compile(
     cfg: FileConfig,
-    warm: &Warm,
+    warm: &Context,
     generation: u64,
     source: Option<&Path>,
 ) -> Result<Snapshot, Problems> {
     let mut problems = Problems::default();
-
-    // Server and listeners.
-    if cfg.server.threads == 0 {
-        problems.push("server.threads", "must be at least 1");
-    }
-    if cfg.listeners.is_empty() {
-        problems.push("listeners", "at least one listener is needed");
-    }
-    for (i, l) in cfg.listeners.iter().enumerate() {
-        let p = format!("listeners[{i}]");
-        match (&l.address, &l.unix) {
-            (Some(a), None) => {
-                if a.parse::<std::net::SocketAddr>().is_err() {
-                    problems.push(
-                        format!("{p}.address"),
-                        format!("{a:?} is not an IP:port address"),
-                    );
-                }
-            }
-            (None, Some(_)) => {
-                if l.tls.is_some() {
-                    problems.push(format!("{p}.tls"), "TLS is only supported on TCP listeners");
-                }
-            }
-            _ => problems.push(&p, "give exactly one of address or unix"),
-        }
-        if let Some(tls) = &l.tls {
-            for (k, f) in [("cert", &tls.cert), ("key", &tls.key)] {
-                if std::fs::metadata(f).is_err() {
-                    problems.push(format!("{p}.tls.{k}"), format!("cannot read {f}"));
-                }
-            }
-        }
-    }
-    if let Some(m) = &cfg.metrics {
-        if m.address.parse::<std::net::SocketAddr>().is_err() {
-            problems.push(
-                "metrics.address",
-                format!("{:?} is not an IP:port address", m.address),
-            );
-        }
-    }
-
-    // Identity headers.
-    let ih = &cfg.identity_headers;
-    let standard = StandardHeaders {
-        subject: header_name(&ih.subject, "identity_headers.subject", &mut problems),
-        issuer: header_name(&ih.issuer, "identity_headers.issuer", &mut problems),
-        mode: header_name(&ih.mode, "identity_headers.mode", &mut problems),
-        scopes: header_name(&ih.scopes, "identity_headers.scopes", &mut problems),
-    };
-    let mut owned: Vec<HeaderName> = Vec::new();
-    for (i, s) in ih.strip.iter().enumerate() {
-        if let Some(n) = header_name(s, &format!("identity_headers.strip[{i}]"), &mut problems) {
-            owned.push(n);
-        }
-    }
-
-    // Upstreams.
-    let mut upstreams: HashMap<String, Arc<Upstream>> = HashMap::new();
-    for (name, u) in &cfg.upstreams {
-        match upstream::build(name, u) {
-            Ok(up) => {
-                upstreams.insert(name.clone(), Arc::new(up));
-            }
-            Err(errs) => {
-                for (k, m) in errs {
-                    let path = if k.is_empty() {
-                        format!("upstreams.{name}")
-                    } else {
-                        format!("upstreams.{name}.{k}")
-                    };
-                    problems.push(path, m);
-                }
-            }
-        }
-    }
-
-    // Shared state.
+    check_server(&cfg, &mut problems);
+    let (standard, mut owned) = identity_headers(&cfg, &mut problems);
+    let upstreams = build_upstreams(&cfg, &mut problems);
     let state = match state_store(warm, cfg.state.as_ref()) {
-        Ok(s) => Some(s),
+        Ok(s) => s,
         Err(errs) => {
             problems.0.extend(errs.0);
-            None
+            state::MemoryStore::new(None)
         }
     };
-    let state = state.unwrap_or_else(|| state::MemoryStore::new(None));
-
-    // Opaque realms (users, keys, token endpoints).
-    let mut realms = HashMap::new();
-    let mut endpoints: HashMap<String, Arc<dyn Endpoint>> = HashMap::new();
-    for (name, r) in &cfg.opaque {
-        let path = format!("opaque.{name}");
-        match opaque::build_realm(name, r, &path, warm, &state, source).await {
-            Ok((realm, eps)) => {
-                realms.insert(name.clone(), realm);
-                for (p, e) in eps {
-                    if endpoints.insert(p.clone(), e).is_some() {
-                        problems.push(
-                            &path,
-                            format!("endpoint path {p} is already served by another realm"),
-                        );
-                    }
-                }
-            }
-            Err(errs) => problems.0.extend(errs.0),
-        }
-    }
-
-    // Routes.
+    let mut endpoints = Endpoints::default();
+    let realms = build_realms(&cfg, warm, &state, source, &mut endpoints, &mut problems).await;
+    let shared = Shared {
+        warm,
+        state: &state,
+        realms: &realms,
+        upstreams: &upstreams,
+        cfg: &cfg,
+    };
     let mut keys = Vec::with_capacity(cfg.routes.len());
     let mut routes = Vec::with_capacity(cfg.routes.len());
     let mut ids = HashMap::new();
@@ -312,99 +137,21 @@ pub async fn compile(
                 format!("id {id:?} is already used by routes[{prev}]"),
             );
         }
-        let prefix = match normalize_prefix(&r.path) {
-            Ok(pr) => pr,
-            Err(e) => {
-                problems.push(format!("{p}.path"), e);
-                continue;
-            }
+        let Some(key) = route_key(r, &p, &mut problems) else {
+            continue;
         };
-        let mut methods = Vec::new();
-        for (j, m) in r.methods.iter().enumerate() {
-            match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
-                Ok(m) => methods.push(m),
-                Err(_) => problems.push(
-                    format!("{p}.methods[{j}]"),
-                    format!("{m:?} is not an HTTP method"),
-                ),
-            }
-        }
-        // Lower case, without a trailing dot (as requests are looked up).
-        let host = r
-            .host
-            .as_ref()
-            .map(|h| h.trim_end_matches('.').to_ascii_lowercase());
-        let up = upstreams.get(&r.upstream).cloned();
-        if up.is_none() && !cfg.upstreams.contains_key(&r.upstream) {
-            problems.push(
-                format!("{p}.upstream"),
-                format!("unknown upstream {:?}", r.upstream),
-            );
-        }
-        match (r.public, r.auth.is_empty()) {
-            (true, false) => problems.push(
-                format!("{p}.public"),
-                "a public route cannot have an auth chain",
-            ),
-            (false, true) => problems.push(
-                format!("{p}.auth"),
-                "a route needs an auth chain, or `public: true` to serve without authentication",
-            ),
-            _ => {}
-        }
-        let mut chain: Chain = Vec::with_capacity(r.auth.len());
-        for (j, f) in r.auth.iter().enumerate() {
-            let fp = format!("{p}.auth[{j}]");
-            let built: Result<Arc<dyn AuthFilter>, Problems> = match f {
-                FilterConfig::Jwt(c) => jwt::build(c, &fp, warm).await,
-                FilterConfig::Opaque(c) => opaque::build_filter(c, &realms, &fp, warm),
-                FilterConfig::Signed(c) => signed::build(c, &fp, warm, &state),
-            };
-            match built {
-                Ok(f) => chain.push(f),
-                // A realm that failed to build has reported its own problem: a route naming
-                // it adds nothing but a misleading "unknown realm".
-                Err(_)
-                    if matches!(f, FilterConfig::Opaque(c) if cfg.opaque.contains_key(&c.realm)
-                    && !realms.contains_key(&c.realm)) => {}
-                Err(errs) => problems.0.extend(errs.0),
-            }
-        }
-        let mut strip_credentials = Vec::new();
-        for f in &chain {
-            owned.extend(f.identity_headers());
-            if !r.keep_credentials {
-                for h in f.credential_headers() {
-                    if !strip_credentials.contains(h) {
-                        strip_credentials.push(h.clone());
-                    }
-                }
-            }
-        }
-        keys.push(RouteKey {
-            host,
-            prefix,
-            methods,
-        });
-        let Some(up) = up else { continue };
-        let m = &warm.metrics;
-        let allowed = if r.public {
-            vec![m.requests.with_label_values(&[&id, "public", "allow", ""])]
-        } else {
-            chain
-                .iter()
-                .map(|f| m.requests.with_label_values(&[&id, f.kind(), "allow", ""]))
-                .collect()
-        };
-        routes.push(RouteEntry {
-            duration: m.duration.with_label_values(&[&id]),
+        keys.push(key);
+        let built = build_route(
+            r,
+            &p,
             id,
-            upstream: up,
-            public: r.public,
-            chain,
-            strip_credentials,
-            allowed,
-        });
+            &shared,
+            &mut owned,
+            &mut endpoints,
+            &mut problems,
+        )
+        .await;
+        routes.extend(built);
     }
     let router = match Router::build(&keys) {
         Ok(r) => Some(r),
@@ -418,10 +165,7 @@ pub async fn compile(
     if cfg.routes.is_empty() {
         problems.push("routes", "no routes: every request would get 404");
     }
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    let Some(router) = router else {
+    let Some(router) = router.filter(|_| problems.is_empty()) else {
         return Err(problems);
     };
     Ok(Snapshot {
@@ -440,11 +184,286 @@ pub async fn compile(
     })
 }
 
+/// What the routes' filters are built against.
+struct Shared<'a> {
+    warm: &'a Context,
+    state: &'a Store,
+    realms: &'a HashMap<String, Arc<opaque::Realm>>,
+    upstreams: &'a HashMap<String, Arc<Upstream>>,
+    cfg: &'a FileConfig,
+}
+
+/// Server threads, listeners and the metrics address.
+fn check_server(cfg: &FileConfig, problems: &mut Problems) {
+    if cfg.server.threads == 0 {
+        problems.push("server.threads", "must be at least 1");
+    }
+    if cfg.listeners.is_empty() {
+        problems.push("listeners", "at least one listener is needed");
+    }
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        check_listener(l, &format!("listeners[{i}]"), problems);
+    }
+    if let Some(m) = &cfg.metrics {
+        if m.address.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(
+                "metrics.address",
+                format!("{:?} is not an IP:port address", m.address),
+            );
+        }
+    }
+}
+
+fn check_listener(l: &ListenerConfig, p: &str, problems: &mut Problems) {
+    match (&l.address, &l.unix) {
+        (Some(a), None) => {
+            if a.parse::<std::net::SocketAddr>().is_err() {
+                problems.push(
+                    format!("{p}.address"),
+                    format!("{a:?} is not an IP:port address"),
+                );
+            }
+        }
+        (None, Some(_)) => {
+            if l.tls.is_some() {
+                problems.push(format!("{p}.tls"), "TLS is only supported on TCP listeners");
+            }
+        }
+        _ => problems.push(p, "give exactly one of address or unix"),
+    }
+    if let Some(tls) = &l.tls {
+        for (k, f) in [("cert", &tls.cert), ("key", &tls.key)] {
+            if std::fs::metadata(f).is_err() {
+                problems.push(format!("{p}.tls.{k}"), format!("cannot read {f}"));
+            }
+        }
+    }
+}
+
+/// The standard identity headers and the extra names the edge owns.
+fn identity_headers(
+    cfg: &FileConfig,
+    problems: &mut Problems,
+) -> (StandardHeaders, Vec<HeaderName>) {
+    let ih = &cfg.identity_headers;
+    let standard = StandardHeaders {
+        subject: header_name(&ih.subject, "identity_headers.subject", problems),
+        issuer: header_name(&ih.issuer, "identity_headers.issuer", problems),
+        mode: header_name(&ih.mode, "identity_headers.mode", problems),
+        scopes: header_name(&ih.scopes, "identity_headers.scopes", problems),
+    };
+    let mut owned: Vec<HeaderName> = Vec::new();
+    for (i, s) in ih.strip.iter().enumerate() {
+        if let Some(n) = header_name(s, &format!("identity_headers.strip[{i}]"), problems) {
+            owned.push(n);
+        }
+    }
+    (standard, owned)
+}
+
+fn build_upstreams(cfg: &FileConfig, problems: &mut Problems) -> HashMap<String, Arc<Upstream>> {
+    let mut upstreams = HashMap::new();
+    for (name, u) in &cfg.upstreams {
+        match upstream::build(name, u) {
+            Ok(up) => {
+                upstreams.insert(name.clone(), Arc::new(up));
+            }
+            Err(errs) => {
+                for (k, m) in errs {
+                    let path = if k.is_empty() {
+                        format!("upstreams.{name}")
+                    } else {
+                        format!("upstreams.{name}.{k}")
+                    };
+                    problems.push(path, m);
+                }
+            }
+        }
+    }
+    upstreams
+}
+
+/// Add a mode's endpoints; a host and path served twice is a problem at `path`.
+fn register(
+    endpoints: &mut Endpoints,
+    list: Vec<(EndpointAt, Arc<dyn Endpoint>)>,
+    path: &str,
+    problems: &mut Problems,
+) {
+    for (at, e) in list {
+        if let Err(at) = endpoints.insert(at, e) {
+            problems.push(
+                path,
+                format!("endpoint path {at} is already served by another realm"),
+            );
+        }
+    }
+}
+
+/// Opaque realms (users, keys, token endpoints).
+async fn build_realms(
+    cfg: &FileConfig,
+    warm: &Context,
+    state: &Store,
+    source: Option<&Path>,
+    endpoints: &mut Endpoints,
+    problems: &mut Problems,
+) -> HashMap<String, Arc<opaque::Realm>> {
+    let mut realms = HashMap::new();
+    for (name, r) in &cfg.opaque {
+        let path = format!("opaque.{name}");
+        match opaque::build_realm(name, r, &path, warm, state, source).await {
+            Ok((realm, eps)) => {
+                realms.insert(name.clone(), realm);
+                let list = eps
+                    .into_iter()
+                    .map(|(p, e)| (EndpointAt::any_host(p), e))
+                    .collect();
+                register(endpoints, list, &path, problems);
+            }
+            Err(errs) => problems.0.extend(errs.0),
+        }
+    }
+    realms
+}
+
+/// A route's match key: canonical prefix, methods, host (lower case, no trailing dot).
+fn route_key(
+    r: &crate::config::schema::RouteConfig,
+    p: &str,
+    problems: &mut Problems,
+) -> Option<RouteKey> {
+    let prefix = match normalize_prefix(&r.path) {
+        Ok(pr) => pr,
+        Err(e) => {
+            problems.push(format!("{p}.path"), e);
+            return None;
+        }
+    };
+    let mut methods = Vec::new();
+    for (j, m) in r.methods.iter().enumerate() {
+        match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+            Ok(m) => methods.push(m),
+            Err(_) => problems.push(
+                format!("{p}.methods[{j}]"),
+                format!("{m:?} is not an HTTP method"),
+            ),
+        }
+    }
+    let host = r
+        .host
+        .as_ref()
+        .map(|h| h.trim_end_matches('.').to_ascii_lowercase());
+    Some(RouteKey {
+        host,
+        prefix,
+        methods,
+    })
+}
+
+/// One filter: dispatch on the mode.
+async fn build_filter(f: &FilterConfig, fp: &str, shared: &Shared<'_>) -> Result<Built, Problems> {
+    match f {
+        FilterConfig::Jwt(c) => jwt::build(c, fp, shared.warm).await.map(Built::filter),
+        FilterConfig::Opaque(c) => {
+            opaque::build_filter(c, shared.realms, fp, shared.warm).map(Built::filter)
+        }
+        FilterConfig::Signed(c) => {
+            signed::build(c, fp, shared.warm, shared.state).map(Built::filter)
+        }
+        FilterConfig::Probe(c) => probe::build(c, fp),
+    }
+}
+
+/// A route's chain, credentials to strip, and counters. `None` when the upstream is unknown.
+async fn build_route(
+    r: &crate::config::schema::RouteConfig,
+    p: &str,
+    id: Arc<str>,
+    shared: &Shared<'_>,
+    owned: &mut Vec<HeaderName>,
+    endpoints: &mut Endpoints,
+    problems: &mut Problems,
+) -> Option<RouteEntry> {
+    let up = shared.upstreams.get(&r.upstream).cloned();
+    if up.is_none() && !shared.cfg.upstreams.contains_key(&r.upstream) {
+        problems.push(
+            format!("{p}.upstream"),
+            format!("unknown upstream {:?}", r.upstream),
+        );
+    }
+    match (r.public, r.auth.is_empty()) {
+        (true, false) => problems.push(
+            format!("{p}.public"),
+            "a public route cannot have an auth chain",
+        ),
+        (false, true) => problems.push(
+            format!("{p}.auth"),
+            "a route needs an auth chain, or `public: true` to serve without authentication",
+        ),
+        _ => {}
+    }
+    let mut chain: Chain = Vec::with_capacity(r.auth.len());
+    for (j, f) in r.auth.iter().enumerate() {
+        let fp = format!("{p}.auth[{j}]");
+        match build_filter(f, &fp, shared).await {
+            Ok(b) => {
+                register(endpoints, b.endpoints, &fp, problems);
+                chain.push(b.filter);
+            }
+            // A realm that failed to build has reported its own problem: a route naming it
+            // adds nothing but a misleading "unknown realm".
+            Err(_)
+                if matches!(f, FilterConfig::Opaque(c) if shared.cfg.opaque.contains_key(&c.realm)
+                && !shared.realms.contains_key(&c.realm)) => {}
+            Err(errs) => problems.0.extend(errs.0),
+        }
+    }
+    let mut strip_credentials = Vec::new();
+    let mut strip_cookies: Vec<Box<str>> = Vec::new();
+    for f in &chain {
+        owned.extend(f.identity_headers());
+        if !r.keep_credentials {
+            for h in f.credential_headers() {
+                if !strip_credentials.contains(h) {
+                    strip_credentials.push(h.clone());
+                }
+            }
+            for c in f.credential_cookies() {
+                if !strip_cookies.contains(&c) {
+                    strip_cookies.push(c);
+                }
+            }
+        }
+    }
+    let up = up?;
+    let m = &shared.warm.metrics;
+    let allowed = if r.public {
+        vec![m.requests.with_label_values(&[&id, "public", "allow", ""])]
+    } else {
+        chain
+            .iter()
+            .map(|f| m.requests.with_label_values(&[&id, f.kind(), "allow", ""]))
+            .collect()
+    };
+    Some(RouteEntry {
+        duration: m.duration.with_label_values(&[&id]),
+        id,
+        upstream: up,
+        public: r.public,
+        max_body: chain.iter().map(|f| f.max_body()).max().unwrap_or(0),
+        chain,
+        strip_credentials,
+        strip_cookies,
+        allowed,
+    })
+}
+
 /// The store the `state` block asks for, shared across reloads while the block is unchanged
 /// (the same Redis connection; the same memory store when absent).
 pub fn state_store(warm: &Warm, cfg: Option<&StateConfig>) -> Result<Store, Problems> {
     let plan = state::config::plan(cfg)?;
-    let metrics = warm.shared("state:metrics", || {
+    let metrics = warm.pinned("state:metrics", || {
         state::metrics::StateMetrics::new(&warm.metrics.registry)
             .unwrap_or_else(|_| state::metrics::StateMetrics::detached())
     });
@@ -455,7 +474,7 @@ pub fn state_store(warm: &Warm, cfg: Option<&StateConfig>) -> Result<Store, Prob
     };
     // One current store: an unchanged block reuses it; a changed one replaces it, and the old
     // store (its connection and background tasks) ends with the last snapshot that holds it.
-    let slot = warm.shared("state:current", || Mutex::new(None::<(String, Store)>));
+    let slot = warm.pinned("state:current", || Mutex::new(None::<(String, Store)>));
     let mut slot = match slot.lock() {
         Ok(g) => g,
         Err(p) => p.into_inner(),

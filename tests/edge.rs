@@ -106,7 +106,13 @@ fn path_tricks_are_canonicalised_or_refused() {
             edge.port,
             format!("GET /public HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
         );
-        assert!(resp.starts_with("HTTP/1.1 "), "Host {host:?}: {resp}");
+        // Answered with a complete status line: served (no host on the route) or refused as a
+        // bad request, never a server error or a dropped connection.
+        let code = resp
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|r| r.get(..3))
+            .unwrap_or("");
+        assert!(matches!(code, "200" | "400"), "Host {host:?}: {resp}");
     }
     assert_eq!(
         client().get(edge.url("/public")).send().unwrap().status(),

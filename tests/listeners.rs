@@ -70,12 +70,23 @@ routes: [ {{ path: /, upstream: echo, public: true }} ]
             .unwrap(),
     );
     assert_eq!(v["headers"]["x-forwarded-proto"], "https");
-    // Plain HTTP on the TLS port is not served.
-    assert!(client()
-        .get(edge.url("/x"))
-        .send()
-        .map(|r| r.status() != 200)
-        .unwrap_or(true));
+    // Plain HTTP on the TLS port is not served: the port accepts the connection (so this is not
+    // a refused connect), but no HTTP response comes back, only a TLS alert or a close.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", edge.port)).expect("TLS port listens");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    assert!(
+        !out.starts_with(b"HTTP/"),
+        "plain HTTP answered on the TLS port: {:?}",
+        String::from_utf8_lossy(&out)
+    );
+    if let Some(&first) = out.first() {
+        assert_eq!(first, 0x15, "a TLS alert record, if anything: {out:?}");
+    }
 }
 
 #[test]

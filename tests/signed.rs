@@ -529,15 +529,26 @@ routes:
     };
     let first = token("shared-1");
     assert_eq!(get(&a, "/x", &first).status(), 200);
-    assert_eq!(get(&b, "/x", &first).status(), 401, "replayed at the other instance");
-    assert_eq!(get(&a, "/x", &first).status(), 401, "replayed at the first instance");
+    assert_eq!(
+        get(&b, "/x", &first).status(),
+        401,
+        "replayed at the other instance"
+    );
+    assert_eq!(
+        get(&a, "/x", &first).status(),
+        401,
+        "replayed at the first instance"
+    );
     let second = token("shared-2");
     assert_eq!(get(&b, "/x", &second).status(), 200);
     assert_eq!(get(&a, "/x", &second).status(), 401);
 
     redis.stop();
     let down = token("shared-3");
-    wait_for(|| get(&a, "/x", &down).status() == 503, "503 with Redis down");
+    wait_for(
+        || get(&a, "/x", &down).status() == 503,
+        "503 with Redis down",
+    );
     assert_eq!(get(&b, "/x", &down).status(), 503);
 
     let _redis = common::redis::Redis::start(redis.port, false);

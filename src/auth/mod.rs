@@ -6,37 +6,23 @@
 //! says `NotApplicable` the request is denied with 401 and the filters' challenges. A dependency
 //! that is down gives a deny (usually 503), never an allow.
 
+pub mod endpoint;
 pub mod jwt;
 pub mod opaque;
+pub mod probe;
+pub mod request;
 pub mod signed;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 
 use crate::identity::Identity;
 
-/// What a filter sees of a request: small, borrowed, and free of Pingora types so that every
-/// filter can be unit-tested without a server.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestView<'a> {
-    pub method: &'a Method,
-    /// Canonical path (dot segments resolved, slashes merged); what routing matched.
-    pub path: &'a str,
-    /// Raw query string without the `?`, if any.
-    pub query: Option<&'a str>,
-    pub headers: &'a HeaderMap,
-    /// The TCP peer.
-    pub peer: Option<IpAddr>,
-    /// The client address: the peer, or the right-most untrusted `X-Forwarded-For` entry when the
-    /// peer is a configured trusted proxy.
-    pub client_ip: Option<IpAddr>,
-    /// The request body, read (bounded) only for endpoints that ask for it.
-    pub body: Option<&'a [u8]>,
-}
+pub use endpoint::{Answer, Endpoint, Endpoints};
+pub use request::{bearer_token, cookies, query_pairs, strip_cookies, RequestView};
 
 /// Why a request was refused. The label goes to metrics and logs, never to the client body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,7 +51,7 @@ pub enum DenyReason {
     Revoked,
     RateLimited,
     Replay,
-    /// The shared-state store (nonces, ...) failed: 503, never an allow.
+    /// A state operation (nonce, revocation, limit, session store) failed: 503, never an allow.
     StateUnavailable,
     Internal,
 }
@@ -125,6 +111,21 @@ impl Denial {
         self.headers.push((name, value));
         self
     }
+
+    /// A failed state operation: 503 with reason `state_unavailable`.
+    pub fn state_unavailable() -> Self {
+        Denial::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            DenyReason::StateUnavailable,
+        )
+    }
+}
+
+/// Turn a failed state operation into its denial (503): `store.check(..).await.map_err(state)?`
+/// in a helper returning `Result<_, Denial>`. The error is logged at debug, never sent.
+pub fn state_failed<E: std::fmt::Display>(e: E) -> Denial {
+    tracing::debug!(error = %e, "state operation failed");
+    Denial::state_unavailable()
 }
 
 /// A complete response a filter or endpoint wants written instead of proxying.
@@ -166,6 +167,12 @@ pub enum Outcome {
     Deny(Denial),
     /// Answer the request directly (token endpoint, login redirect, ...).
     Respond(Reply),
+    /// Allow, and add these headers to the response sent to the client (for example a
+    /// refreshed session's `Set-Cookie`), set in `response_filter`.
+    AllowWith {
+        identity: Arc<Identity>,
+        response_headers: Vec<(HeaderName, HeaderValue)>,
+    },
 }
 
 impl Outcome {
@@ -193,6 +200,26 @@ pub trait AuthFilter: Send + Sync + std::fmt::Debug {
         &[]
     }
 
+    /// Single cookies this filter consumes as its credential: removed from the `Cookie` header
+    /// before the upstream (unless the route keeps them), the other cookies pass. Asked once at
+    /// load.
+    fn credential_cookies(&self) -> Vec<Box<str>> {
+        Vec::new()
+    }
+
+    /// When no filter of the chain applies, the answer this filter offers instead of the plain
+    /// 401 (an `oidc` filter redirects a browser). The first filter that offers one wins.
+    fn on_unauthenticated(&self, _req: &RequestView<'_>) -> Option<Outcome> {
+        None
+    }
+
+    /// Above zero: the proxy reads the request body up to this many bytes (larger gets 413)
+    /// before `check`, which finds it in `RequestView::body`; it still reaches the upstream.
+    /// At most [`MAX_FILTER_BODY`].
+    fn max_body(&self) -> usize {
+        0
+    }
+
     /// Identity headers this filter sets on the upstream request. The edge owns them: client
     /// copies are stripped on every route.
     fn identity_headers(&self) -> Vec<HeaderName> {
@@ -205,15 +232,24 @@ pub trait AuthFilter: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// A built-in endpoint served at an exact path before routing (e.g. the opaque mode's `/auth`).
-#[async_trait]
-pub trait Endpoint: Send + Sync + std::fmt::Debug {
-    fn kind(&self) -> &'static str;
-    /// Largest request body read for this endpoint; larger bodies get 413.
-    fn max_body(&self) -> usize {
-        0
+/// The largest body a filter may ask for: what Pingora buffers to send on to the upstream.
+pub const MAX_FILTER_BODY: usize = 64 * 1024;
+
+/// What a mode's `build` hands back for one filter of a chain: the filter, and the endpoints it
+/// registers (matched by host and path before routing).
+pub struct Built {
+    pub filter: Arc<dyn AuthFilter>,
+    pub endpoints: Vec<(endpoint::EndpointAt, Arc<dyn Endpoint>)>,
+}
+
+impl Built {
+    /// A filter without endpoints.
+    pub fn filter(filter: Arc<dyn AuthFilter>) -> Self {
+        Built {
+            filter,
+            endpoints: Vec::new(),
+        }
     }
-    async fn handle(&self, req: &RequestView<'_>) -> Outcome;
 }
 
 /// A compiled chain of filters for one route.
@@ -231,6 +267,11 @@ pub async fn run_chain(
             other => return (other, Some(i)),
         }
     }
+    for f in chain {
+        if let Some(o) = f.on_unauthenticated(req) {
+            return (o, None);
+        }
+    }
     let mut denial = Denial::new(StatusCode::UNAUTHORIZED, DenyReason::Missing);
     for f in chain {
         if let Some(c) = f.challenge() {
@@ -240,77 +281,10 @@ pub async fn run_chain(
     (Outcome::Deny(denial), None)
 }
 
-/// Extract the token of an `Authorization: Bearer <token>` header.
-///
-/// `Ok(None)`: no Authorization header or another scheme (not my kind). `Err`: more than one
-/// Authorization header, or a Bearer header that is empty or not visible ASCII.
-pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, DenyReason> {
-    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
-    let Some(first) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err(DenyReason::MultipleCredentials);
-    }
-    let raw = first.as_bytes();
-    if raw.len() < 7 || !raw[..7].eq_ignore_ascii_case(b"bearer ") {
-        return Ok(None);
-    }
-    // One pass over the bytes: visible ASCII only (so the UTF-8 check below cannot fail and
-    // takes its ASCII fast path).
-    let token = raw[7..].trim_ascii();
-    // A fold without early exit, so the compiler checks 16 or 32 bytes per step.
-    let graphic = token
-        .iter()
-        .fold(true, |ok, b| ok & (b.wrapping_sub(0x21) < 0x5e));
-    if token.is_empty() || !graphic {
-        return Err(DenyReason::Malformed);
-    }
-    std::str::from_utf8(token)
-        .map(Some)
-        .map_err(|_| DenyReason::Malformed)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hm(values: &[&str]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for v in values {
-            h.append(
-                http::header::AUTHORIZATION,
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
-
-    #[test]
-    fn bearer_extraction() {
-        assert_eq!(bearer_token(&hm(&[])), Ok(None));
-        assert_eq!(bearer_token(&hm(&["Basic abc"])), Ok(None));
-        assert_eq!(bearer_token(&hm(&["Bearer abc"])), Ok(Some("abc")));
-        assert_eq!(bearer_token(&hm(&["bearer  abc "])), Ok(Some("abc")));
-        assert_eq!(bearer_token(&hm(&["Bearer "])), Err(DenyReason::Malformed));
-        assert_eq!(
-            bearer_token(&hm(&["Bearer a", "Bearer b"])),
-            Err(DenyReason::MultipleCredentials)
-        );
-        // Every visible ASCII byte passes; space inside, tab and non-ASCII do not (DEL is no header
-        // value at all).
-        let all: String = (0x21u8..=0x7e).map(char::from).collect();
-        let v = format!("Bearer {all}");
-        assert_eq!(bearer_token(&hm(&[v.as_str()])), Ok(Some(all.as_str())));
-        for bad in [&b"Bearer a b"[..], b"Bearer a\tb", b"Bearer ab\xc3\xa9"] {
-            let mut h = HeaderMap::new();
-            h.append(
-                http::header::AUTHORIZATION,
-                HeaderValue::from_bytes(bad).unwrap(),
-            );
-            assert_eq!(bearer_token(&h), Err(DenyReason::Malformed), "{bad:?}");
-        }
-    }
+    use http::{HeaderMap, Method};
 
     #[derive(Debug)]
     struct Fixed(fn() -> Outcome);
@@ -328,15 +302,7 @@ mod tests {
     }
 
     fn view(h: &HeaderMap) -> RequestView<'_> {
-        RequestView {
-            method: &Method::GET,
-            path: "/",
-            query: None,
-            headers: h,
-            peer: None,
-            client_ip: None,
-            body: None,
-        }
+        RequestView::new(&Method::GET, "/", h)
     }
 
     #[tokio::test]

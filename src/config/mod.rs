@@ -1,14 +1,13 @@
-//! Loading config: read → parse (unknown keys rejected, errors with their key path) → compile
-//! into a [`Snapshot`](crate::snapshot::Snapshot). `authedge check`, `authedge run` and SIGHUP
-//! reloads all go through [`load`], so what `check` accepts is exactly what `run` would run.
+//! Loading config: read → parse (unknown keys rejected, errors with their key path). The caller
+//! compiles the result ([`snapshot::load`](crate::snapshot::load) does both): `authedge check`,
+//! `authedge run` and SIGHUP reloads all go through it, so what `check` accepts is exactly what
+//! `run` would run. Parsing only: nothing here imports the snapshot or the proxy.
 
 pub mod schema;
 pub mod secret;
 
 use std::fmt;
 use std::path::Path;
-
-use crate::snapshot::{Snapshot, Warm};
 
 /// One problem with a config, with the key path it concerns (`routes[2].upstream`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +62,21 @@ impl fmt::Display for Problems {
 
 impl std::error::Error for Problems {}
 
+/// Parse a configured header name; an empty string means "disabled" (`None`), a bad name is a
+/// problem at `path`.
+pub fn header_name(value: &str, path: &str, problems: &mut Problems) -> Option<http::HeaderName> {
+    if value.is_empty() {
+        return None;
+    }
+    match http::HeaderName::from_bytes(value.as_bytes()) {
+        Ok(n) => Some(n),
+        Err(_) => {
+            problems.push(path, format!("{value:?} is not a valid header name"));
+            None
+        }
+    }
+}
+
 /// Parse YAML text into the file schema. Errors carry the key path serde was at.
 pub fn parse(text: &str) -> Result<schema::FileConfig, Problems> {
     if crate::auth::signed::jwtproxy::is_jwtproxy(text) {
@@ -99,11 +113,10 @@ pub fn read(path: &Path) -> Result<schema::FileConfig, Problems> {
     parse(&text)
 }
 
-/// The one load path: read, parse, validate and build every chain.
-pub async fn load(path: &Path, warm: &Warm, generation: u64) -> Result<Snapshot, Problems> {
+/// Read and parse a file off the async runtime's worker threads.
+pub async fn load(path: &Path) -> Result<schema::FileConfig, Problems> {
     let p = path.to_path_buf();
-    let cfg = tokio::task::spawn_blocking(move || read(&p))
+    tokio::task::spawn_blocking(move || read(&p))
         .await
-        .map_err(|e| Problems(vec![Problem::new("", format!("config loader failed: {e}"))]))??;
-    crate::snapshot::compile(cfg, warm, generation, Some(path)).await
+        .map_err(|e| Problems(vec![Problem::new("", format!("config loader failed: {e}"))]))?
 }

@@ -102,6 +102,19 @@ pub struct ListenerConfig {
     /// Terminate TLS with this PEM certificate chain and key.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Which proxy serves this listener (default: the authenticating reverse proxy).
+    #[serde(default)]
+    pub role: ListenerRole,
+}
+
+/// The proxy role a listener serves. Each role is its own Pingora service with its own
+/// `ProxyHttp`, so a new role never touches the reverse proxy's request path.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerRole {
+    /// The authenticating reverse proxy (`Edge`).
+    #[default]
+    ReverseProxy,
 }
 
 #[derive(Debug, Deserialize, Clone, PartialEq)]
@@ -257,4 +270,8 @@ pub enum FilterConfig {
     Jwt(Box<JwtConfig>),
     Opaque(OpaqueRouteConfig),
     Signed(Box<SignedConfig>),
+    /// The contract probe of the integration tests (see `auth::probe`); not a user mode.
+    #[doc(hidden)]
+    #[serde(rename = "x-contract-probe")]
+    Probe(crate::auth::probe::ProbeConfig),
 }

@@ -4,11 +4,12 @@
 //! filter that trusts that provider and while the key is still published; the route's claims
 //! policy (audience, scopes, time) is checked again on every hit.
 //!
-//! Bounded: 16 shards, each a `Mutex<HashMap>` with a share of the capacity. A full shard drops
-//! its expired entries, then arbitrary ones.
+//! Bounded: 16 shards, each an `RwLock<HashMap>` with a share of the capacity (a hit takes only
+//! the read lock). A full shard drops its expired entries, then arbitrary ones. An entry keeps
+//! the identity the filter built from it the first time, so a hit allocates nothing.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use jsonwebtoken::Algorithm;
 use sha2::{Digest, Sha256};
@@ -26,6 +27,8 @@ pub struct Verified {
     pub kid: Option<String>,
     /// The verifying provider's identity (its share key).
     pub provider: Arc<str>,
+    /// The identity the (one) filter owning this cache built from these claims.
+    pub identity: OnceLock<Arc<crate::identity::Identity>>,
 }
 
 pub type Key = [u8; 32];
@@ -37,7 +40,7 @@ pub fn key(token: &str) -> Key {
 
 #[derive(Debug)]
 pub struct VerifiedCache {
-    shards: Vec<Mutex<HashMap<Key, Arc<Verified>>>>,
+    shards: Vec<RwLock<HashMap<Key, Arc<Verified>>>>,
     per_shard: usize,
 }
 
@@ -46,12 +49,12 @@ impl VerifiedCache {
     pub fn new(capacity: usize) -> VerifiedCache {
         let per_shard = capacity.div_ceil(SHARDS);
         VerifiedCache {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             per_shard,
         }
     }
 
-    fn shard(&self, k: &Key) -> Option<&Mutex<HashMap<Key, Arc<Verified>>>> {
+    fn shard(&self, k: &Key) -> Option<&RwLock<HashMap<Key, Arc<Verified>>>> {
         self.shards.get(k[0] as usize % SHARDS)
     }
 
@@ -60,10 +63,12 @@ impl VerifiedCache {
         if self.per_shard == 0 {
             return None;
         }
-        let mut map = self.shard(k)?.lock().ok()?;
-        let hit = map.get(k)?.clone();
+        let shard = self.shard(k)?;
+        let hit = shard.read().ok()?.get(k)?.clone();
         if now > hit.claims.exp.saturating_add(leeway) {
-            map.remove(k);
+            if let Ok(mut map) = shard.write() {
+                map.remove(k);
+            }
             return None;
         }
         Some(hit)
@@ -74,7 +79,7 @@ impl VerifiedCache {
             return;
         }
         let Some(shard) = self.shard(&k) else { return };
-        let Ok(mut map) = shard.lock() else { return };
+        let Ok(mut map) = shard.write() else { return };
         if map.len() >= self.per_shard {
             map.retain(|_, e| e.claims.exp >= now);
             while map.len() >= self.per_shard {
@@ -90,7 +95,7 @@ impl VerifiedCache {
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
+            .map(|s| s.read().map(|m| m.len()).unwrap_or(0))
             .sum()
     }
 

@@ -34,8 +34,8 @@ use self::provider::Provider;
 use self::token::{claim_text, Policy};
 use crate::auth::{bearer_token, AuthFilter, Denial, DenyReason, Outcome, RequestView};
 use crate::config::Problems;
+use crate::context::Warm;
 use crate::identity::Identity;
-use crate::snapshot::Warm;
 use crate::tokens::jwks::{family_of, parse_alg, VerifyKey};
 
 /// Most keys tried for one token (a token without `kid` against a set of keys).
@@ -245,7 +245,7 @@ pub async fn build(
         for p in &providers {
             if let Some(c) = p.remote() {
                 c.prime().await;
-                c.start_refresher();
+                c.start_refresher(warm);
             }
         }
     }
@@ -319,6 +319,11 @@ impl JwtFilter {
         if let Err(reason) = self.policy.check(&v.claims, v.typ.as_deref(), now) {
             return self.denial(reason);
         }
+        Outcome::Allow(v.identity.get_or_init(|| self.identity(v)).clone())
+    }
+
+    /// The identity of a verified token (built once per cache entry).
+    fn identity(&self, v: &Verified) -> Arc<Identity> {
         let c = &v.claims;
         let mut headers = Vec::with_capacity(self.claim_headers.len());
         for (claim, name) in &self.claim_headers {
@@ -331,13 +336,13 @@ impl JwtFilter {
                 headers.push((name.clone(), val));
             }
         }
-        Outcome::Allow(Arc::new(Identity {
+        Arc::new(Identity {
             subject: c.sub.as_deref().and_then(|s| HeaderValue::from_str(s).ok()),
             issuer: HeaderValue::from_str(&c.iss).ok(),
             mode: "jwt",
             scopes: Identity::join_scopes(&c.scopes),
             headers,
-        }))
+        })
     }
 
     /// A cache entry counts only if this filter trusts the provider that verified it, allows its
@@ -389,6 +394,7 @@ impl JwtFilter {
                                 alg: t.alg,
                                 kid: t.kid.clone(),
                                 provider: p.id.clone(),
+                                identity: std::sync::OnceLock::new(),
                             });
                         }
                     }

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::config::ProviderConfig;
 use super::keys::{self, Keys};
 use crate::config::Problems;
-use crate::snapshot::Warm;
+use crate::context::Warm;
 use crate::tokens::jwks::{family_of, url_allowed, JwksCache, JwksSettings, JwksSource, KeySet};
 
 /// A trusted issuer and its keys.

@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 
 use super::limits::{client_key, inc, Stop};
 use super::{now_ms, Realm};
-use crate::auth::{bearer_token, Denial, DenyReason, Endpoint, Outcome, Reply, RequestView};
+use crate::auth::{bearer_token, Answer, Denial, DenyReason, Endpoint, Reply, RequestView};
 use crate::tokens::aead::Claims;
 
 /// Largest body read by these endpoints.
@@ -28,32 +28,32 @@ pub const MAX_BODY: usize = 8 * 1024;
 const MAX_USERNAME: usize = 256;
 const MAX_PASSWORD: usize = 1024;
 
-fn json_reply(status: StatusCode, v: serde_json::Value) -> Outcome {
-    Outcome::Respond(Reply::json(status, Bytes::from(v.to_string())))
+fn json_reply(status: StatusCode, v: serde_json::Value) -> Answer {
+    Answer::Respond(Reply::json(status, Bytes::from(v.to_string())))
 }
 
-fn error(status: StatusCode, code: &str) -> Outcome {
+fn error(status: StatusCode, code: &str) -> Answer {
     json_reply(status, serde_json::json!({ "error": code }))
 }
 
-fn method_not_allowed() -> Outcome {
-    Outcome::Deny(
+fn method_not_allowed() -> Answer {
+    Answer::Deny(
         Denial::new(StatusCode::METHOD_NOT_ALLOWED, DenyReason::Malformed)
             .with_header(http::header::ALLOW, HeaderValue::from_static("POST")),
     )
 }
 
-fn too_many(wait: u64) -> Outcome {
+fn too_many(wait: u64) -> Answer {
     let mut r = Reply::json(
         StatusCode::TOO_MANY_REQUESTS,
         Bytes::from_static(br#"{"error":"rate_limited"}"#),
     );
     r.headers
         .push((http::header::RETRY_AFTER, HeaderValue::from(wait)));
-    Outcome::Respond(r)
+    Answer::Respond(r)
 }
 
-fn bad_credentials() -> Outcome {
+fn bad_credentials() -> Answer {
     json_reply(
         StatusCode::UNAUTHORIZED,
         serde_json::json!({ "error": "invalid_grant", "error_description": "invalid username or password" }),
@@ -174,7 +174,7 @@ impl TokenEndpoint {
         TokenEndpoint { realm }
     }
 
-    async fn issue(&self, user_id: &str) -> Outcome {
+    async fn issue(&self, user_id: &str) -> Answer {
         // Issued strictly after any revoke-all of this user, even within the same millisecond.
         let realm = &self.realm;
         let now = match realm.state.user_cutoff(&realm.revocations, user_id).await {
@@ -215,7 +215,7 @@ async fn post_within_client_limit(
     realm: &Realm,
     req: &RequestView<'_>,
     on_limited: impl FnOnce(),
-) -> Option<Outcome> {
+) -> Option<Answer> {
     if req.method != Method::POST {
         return Some(method_not_allowed());
     }
@@ -224,7 +224,7 @@ async fn post_within_client_limit(
 }
 
 /// The answer when a limit stops the request.
-fn limited(r: Result<(), Stop>, on_limited: impl FnOnce()) -> Option<Outcome> {
+fn limited(r: Result<(), Stop>, on_limited: impl FnOnce()) -> Option<Answer> {
     match r.err()? {
         Stop::Limited(wait) => {
             on_limited();
@@ -235,7 +235,7 @@ fn limited(r: Result<(), Stop>, on_limited: impl FnOnce()) -> Option<Outcome> {
 }
 
 /// The shared state (or the password worker) could not answer: 503.
-fn unavailable() -> Outcome {
+fn unavailable() -> Answer {
     error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
 }
 
@@ -249,7 +249,7 @@ impl Endpoint for TokenEndpoint {
         MAX_BODY
     }
 
-    async fn handle(&self, req: &RequestView<'_>) -> Outcome {
+    async fn handle(&self, req: &RequestView<'_>) -> Answer {
         let realm = &self.realm;
         let m = &realm.logins;
         // The client limit first: one address cannot fill the username table.
@@ -321,7 +321,7 @@ impl RevokeEndpoint {
     }
 }
 
-async fn revoke_token(realm: &Realm, token: &str) -> Option<Outcome> {
+async fn revoke_token(realm: &Realm, token: &str) -> Option<Answer> {
     let now = now_ms();
     let claims = realm.keyring.open(token, now).ok()?;
     let done = realm
@@ -351,7 +351,7 @@ impl Endpoint for RevokeEndpoint {
         MAX_BODY
     }
 
-    async fn handle(&self, req: &RequestView<'_>) -> Outcome {
+    async fn handle(&self, req: &RequestView<'_>) -> Answer {
         if let Some(stop) = post_within_client_limit(&self.realm, req, || ()).await {
             return stop;
         }
@@ -417,13 +417,13 @@ impl Endpoint for AdminEndpoint {
         MAX_BODY
     }
 
-    async fn handle(&self, req: &RequestView<'_>) -> Outcome {
+    async fn handle(&self, req: &RequestView<'_>) -> Answer {
         let realm = &self.realm;
         if let Some(stop) = post_within_client_limit(realm, req, || ()).await {
             return stop;
         }
         if !self.authorized(req) {
-            return Outcome::deny(StatusCode::UNAUTHORIZED, DenyReason::BadCredentials);
+            return Answer::deny(StatusCode::UNAUTHORIZED, DenyReason::BadCredentials);
         }
         let body: AdminBody = match serde_json::from_slice(req.body.unwrap_or_default()) {
             Ok(b) => b,
@@ -446,7 +446,7 @@ impl Endpoint for AdminEndpoint {
     }
 }
 
-async fn revoke_user(realm: &Realm, id: &str) -> Outcome {
+async fn revoke_user(realm: &Realm, id: &str) -> Answer {
     let done = realm
         .state
         .revoke_user(&realm.revocations, id, now_ms())

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::snapshot::Warm;
+use crate::context::Warm;
 use crate::state::{Rate, RateDecision, Store};
 
 /// `{requests_per_second, burst}`: a token bucket refilled at `requests_per_second` (may be
@@ -132,7 +132,7 @@ pub fn inc(c: &Option<prometheus::IntCounter>) {
 impl LoginCounters {
     /// The realm's counters, registered once in the edge's registry (shared across reloads).
     pub fn new(warm: &Warm, realm: &str) -> LoginCounters {
-        let vec = warm.shared("opaque:metrics:logins", || {
+        let vec = warm.pinned("opaque:metrics:logins", || {
             let opts = prometheus::Opts::new(
                 "authedge_opaque_logins_total",
                 "Token endpoint logins by realm and result",

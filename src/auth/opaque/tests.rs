@@ -36,6 +36,8 @@ async fn build(yaml: &str, warm: &Warm) -> Result<(Arc<Realm>, RealmEndpoints), 
 
 fn view<'a>(m: &'a Method, h: &'a HeaderMap, body: &'a [u8], ip: &str) -> RequestView<'a> {
     RequestView {
+        host: None,
+        tls: false,
         method: m,
         path: "/auth",
         query: None,
@@ -53,8 +55,8 @@ fn endpoint(eps: &RealmEndpoints, path: &str) -> Arc<dyn Endpoint> {
         .unwrap()
 }
 
-fn reply(o: Outcome) -> (StatusCode, serde_json::Value, HeaderMap) {
-    match o {
+fn reply(o: impl Into<Outcome>) -> (StatusCode, serde_json::Value, HeaderMap) {
+    match o.into() {
         Outcome::Respond(r) => {
             let mut h = HeaderMap::new();
             for (n, v) in r.headers {

@@ -150,7 +150,7 @@ impl std::fmt::Debug for JwksCache {
 }
 
 impl JwksCache {
-    pub fn new(settings: JwksSettings, warm: &crate::snapshot::Warm) -> JwksCache {
+    pub fn new(settings: JwksSettings, warm: &crate::context::Warm) -> JwksCache {
         let m = &warm.metrics.jwks_fetches;
         JwksCache {
             ok: m.with_label_values(&[&settings.label, "ok"]),
@@ -194,14 +194,14 @@ impl JwksCache {
         }
     }
 
-    /// Start the background refresher once per cache. It stops when the cache is dropped and
-    /// idles while no filter uses the cache.
-    pub fn start_refresher(self: &Arc<Self>) {
+    /// Start the background refresher once per cache, tied to the cache's entry in `ctx`: it
+    /// stops when the last filter using the cache is gone.
+    pub fn start_refresher(self: &Arc<Self>, ctx: &crate::context::Context) {
         if self.refresher.swap(true, Ordering::SeqCst) {
             return;
         }
         let weak = Arc::downgrade(self);
-        self.control.spawn(async move {
+        ctx.spawn_for(&self.settings.share_key(), async move {
             loop {
                 let delay = match weak.upgrade() {
                     Some(c) => c.next.lock().map(|d| *d).unwrap_or(c.settings.refresh),
@@ -209,10 +209,6 @@ impl JwksCache {
                 };
                 tokio::time::sleep(delay).await;
                 let Some(c) = weak.upgrade() else { return };
-                // Only the `Warm` store and this task hold it: no live filter uses it.
-                if Arc::strong_count(&c) <= 2 {
-                    continue;
-                }
                 c.refetch(Why::Scheduled(delay.min(c.settings.cooldown)))
                     .await;
             }

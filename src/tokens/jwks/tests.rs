@@ -106,7 +106,7 @@ async fn unknown_kid_refetch_is_single_flight_with_cooldown_and_keeps_keys_on_fa
     let url = jwks_server(body.clone(), down.clone(), hits.clone()).await;
     let metrics = Arc::new(crate::metrics::Metrics::new().unwrap());
     let warm =
-        crate::snapshot::Warm::new(tokio::runtime::Handle::current(), metrics, false).unwrap();
+        crate::context::Warm::new(tokio::runtime::Handle::current(), metrics, false).unwrap();
     let settings = JwksSettings {
         source: JwksSource::Uri(url),
         label: "test".into(),

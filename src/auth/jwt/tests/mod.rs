@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use super::token::{self, split};
 use super::{build, signature_ok, JwtConfig};
 use crate::auth::{AuthFilter, DenyReason, Outcome, RequestView};
+use crate::context::Warm;
 use crate::metrics::Metrics;
-use crate::snapshot::Warm;
 use crate::tokens::jwks::{parse_jwk, VerifyKey};
 
 const ISS: &str = "https://issuer.test";
@@ -93,6 +93,8 @@ async fn run(f: &Arc<dyn AuthFilter>, auth: &[&str]) -> Outcome {
         );
     }
     let view = RequestView {
+        host: None,
+        tls: false,
         method: &Method::GET,
         path: "/",
         query: None,

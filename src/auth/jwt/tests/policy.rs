@@ -124,6 +124,7 @@ async fn verified_cache_skips_signature_but_not_policy() {
         alg: Algorithm::RS256,
         kid: None,
         provider: "p".into(),
+        identity: Default::default(),
     });
     let k = crate::auth::jwt::cache::key(&t);
     c.put(k, v.clone(), now());

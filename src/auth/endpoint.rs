@@ -1,0 +1,171 @@
+//! Endpoints the edge serves itself (`/auth`, `/oauth2/callback`, a key registry), matched by
+//! host and exact canonical path before routing. Any mode's `build` may register them; each
+//! answers with an [`Answer`] (a reply or a denial: an endpoint never "allows").
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::StatusCode;
+
+use super::request::host_without_port;
+use super::{Denial, DenyReason, Outcome, Reply, RequestView};
+
+/// What an endpoint answers.
+#[derive(Debug)]
+pub enum Answer {
+    Respond(Reply),
+    Deny(Denial),
+}
+
+impl Answer {
+    pub fn deny(status: StatusCode, reason: DenyReason) -> Self {
+        Answer::Deny(Denial::new(status, reason))
+    }
+}
+
+impl From<Answer> for Outcome {
+    fn from(a: Answer) -> Outcome {
+        match a {
+            Answer::Respond(r) => Outcome::Respond(r),
+            Answer::Deny(d) => Outcome::Deny(d),
+        }
+    }
+}
+
+/// A built-in endpoint (e.g. the opaque mode's `/auth`).
+#[async_trait]
+pub trait Endpoint: Send + Sync + std::fmt::Debug {
+    fn kind(&self) -> &'static str;
+    /// Largest request body read for this endpoint; larger bodies get 413.
+    fn max_body(&self) -> usize {
+        0
+    }
+    async fn handle(&self, req: &RequestView<'_>) -> Answer;
+}
+
+/// Where an endpoint is served: an exact canonical path, on one host (lower case, no port) or on
+/// every host (`None`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EndpointAt {
+    pub host: Option<Box<str>>,
+    pub path: Box<str>,
+}
+
+impl EndpointAt {
+    pub fn any_host(path: impl Into<Box<str>>) -> Self {
+        EndpointAt {
+            host: None,
+            path: path.into(),
+        }
+    }
+
+    pub fn on_host(host: &str, path: impl Into<Box<str>>) -> Self {
+        let h = host_without_port(host).to_ascii_lowercase();
+        EndpointAt {
+            host: Some(h.into()),
+            path: path.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for EndpointAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.host {
+            Some(h) => write!(f, "{h}{}", self.path),
+            None => write!(f, "{}", self.path),
+        }
+    }
+}
+
+/// The endpoints at one path: host-specific ones first, then the any-host one.
+type AtPath = Vec<(Option<Box<str>>, Arc<dyn Endpoint>)>;
+
+/// The endpoint table of a snapshot: by path, then host (a host-specific entry before the
+/// any-host one). Empty in most configs, and then a lookup is one branch, no hashing.
+#[derive(Debug, Default)]
+pub struct Endpoints {
+    by_path: HashMap<Box<str>, AtPath>,
+}
+
+impl Endpoints {
+    /// Add one; `Err` when that host and path is already taken.
+    pub fn insert(&mut self, at: EndpointAt, e: Arc<dyn Endpoint>) -> Result<(), EndpointAt> {
+        let list = self.by_path.entry(at.path.clone()).or_default();
+        if list.iter().any(|(h, _)| *h == at.host) {
+            return Err(at);
+        }
+        // Host-specific entries first, so they win over an any-host one.
+        match at.host {
+            Some(h) => list.insert(0, (Some(h), e)),
+            None => list.push((None, e)),
+        }
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_path.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_path.values().map(Vec::len).sum()
+    }
+
+    /// The endpoint for this request's host (as sent: any case, maybe a port) and canonical path.
+    #[inline]
+    pub fn get(&self, host: Option<&str>, path: &str) -> Option<&Arc<dyn Endpoint>> {
+        if self.by_path.is_empty() {
+            return None;
+        }
+        let list = self.by_path.get(path)?;
+        let host = host.map(host_without_port);
+        list.iter()
+            .find(|(h, _)| match (h, host) {
+                (None, _) => true,
+                (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
+                (Some(_), None) => false,
+            })
+            .map(|(_, e)| e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Named(&'static str);
+    #[async_trait]
+    impl Endpoint for Named {
+        fn kind(&self) -> &'static str {
+            self.0
+        }
+        async fn handle(&self, _req: &RequestView<'_>) -> Answer {
+            Answer::deny(StatusCode::NOT_FOUND, DenyReason::Missing)
+        }
+    }
+
+    #[test]
+    fn host_entries_win_and_duplicates_are_refused() {
+        let mut t = Endpoints::default();
+        assert!(t.get(Some("a.test"), "/x").is_none());
+        t.insert(EndpointAt::any_host("/x"), Arc::new(Named("any")))
+            .unwrap();
+        t.insert(
+            EndpointAt::on_host("A.test:8443", "/x"),
+            Arc::new(Named("a")),
+        )
+        .unwrap();
+        assert!(t
+            .insert(
+                EndpointAt::on_host("a.test", "/x"),
+                Arc::new(Named("again"))
+            )
+            .is_err());
+        assert_eq!(t.get(Some("a.TEST:80"), "/x").unwrap().kind(), "a");
+        assert_eq!(t.get(Some("b.test"), "/x").unwrap().kind(), "any");
+        assert_eq!(t.get(None, "/x").unwrap().kind(), "any");
+        assert!(t.get(Some("a.test"), "/y").is_none());
+        assert_eq!(t.len(), 2);
+    }
+}
