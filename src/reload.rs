@@ -132,12 +132,13 @@ routes:
         let reloader = Reloader::new(path.clone(), current.clone(), ctx.clone());
         ctx.sweep();
         let (objects, tasks) = (ctx.live_shared(), ctx.live_tasks());
-        // The JWKS cache, the realm's limiter, its revocations and /auth limiters: each with a task.
+        // The JWKS cache with its refresh task. (The realm's limits and revocations live in the
+        // state store, whose entries expire by themselves: a changed quota is a new key there.)
         assert!(
-            objects >= 3,
+            objects >= 1,
             "shared objects after the first load: {objects}"
         );
-        assert!(tasks >= 3, "background tasks after the first load: {tasks}");
+        assert!(tasks >= 1, "background tasks after the first load: {tasks}");
         for i in 1..=200 {
             std::fs::write(&path, config(i, &hash)).unwrap();
             assert_eq!(reloader.reload().await.unwrap(), 1 + i as u64);
