@@ -524,11 +524,22 @@ routes:
     let token = |jti: &str| {
         let t = now();
         let c = json!({"iss": "svc-a", "aud": "http://svc.test", "iat": t, "nbf": t - 60,
-                       "exp": t + 300, "jti": jti});
+                       "exp": t + 300, "jti": format!("{jti}-0123456789abcdef0123456789")});
         format!("Bearer {}", mint(&keys, "k1", &c))
     };
     let first = token("shared-1");
-    assert_eq!(get(&a, "/x", &first).status(), 200);
+    let r = get(&a, "/x", &first);
+    assert_eq!(
+        r.status(),
+        200,
+        "{}\n{}",
+        r.text().unwrap_or_default(),
+        a.metrics()
+            .lines()
+            .filter(|l| l.contains("authedge_requests_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert_eq!(
         get(&b, "/x", &first).status(),
         401,
