@@ -7,6 +7,7 @@ pub mod auth;
 pub mod compat;
 pub mod config;
 pub mod echo;
+pub mod headers;
 pub mod identity;
 pub mod metrics;
 pub mod proxy;

@@ -21,16 +21,19 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use crate::auth::{run_chain, Denial, DenyReason, Outcome, Reply, RequestView};
 use crate::identity::Identity;
 use crate::metrics::Metrics;
-use crate::routing::{canonical_path, Match};
+use crate::routing::{strict_path, Match};
 use crate::snapshot::Snapshot;
 use crate::upstream::UpstreamKind;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// Headers `prepare` may add besides the identity's own: forwarding headers, request id, host,
 /// and the standard identity fields.
-const ADDED_HEADERS: usize = 8;
+const ADDED_HEADERS: usize = 11;
 
 /// The proxy. Holds the live snapshot and the metrics.
 pub struct Edge {
@@ -156,7 +159,9 @@ fn status_body(status: StatusCode) -> Bytes {
         404 => "not found\n",
         405 => "method not allowed\n",
         413 => "payload too large\n",
+        408 => "request timeout\n",
         429 => "too many requests\n",
+        501 => "not implemented\n",
         502 => "bad gateway\n",
         503 => "service unavailable\n",
         504 => "gateway timeout\n",
@@ -227,8 +232,13 @@ impl Edge {
         let peer = peer_ip(session);
         ctx.peer = peer;
         ctx.client_ip = client_ip(snap, peer, session.req_header());
+        if let Err(status) = crate::headers::check_framing(&session.req_header().headers) {
+            let d = Denial::new(status, DenyReason::Malformed);
+            self.deny(session, ctx, d).await?;
+            return Ok(Decision::Answered);
+        }
         let raw_path = session.req_header().uri.path();
-        let path: Cow<'_, str> = match canonical_path(raw_path) {
+        let path: Cow<'_, str> = match strict_path(raw_path, &snap.path_strictness) {
             Ok(p) => p,
             Err(_) => {
                 self.deny(
@@ -252,7 +262,9 @@ impl Edge {
         if let Some(ep) = snap.endpoints.get(path).cloned() {
             ctx.mode = ep.kind();
             let path = path.to_string();
-            let body = match Self::read_body(session, ep.max_body()).await {
+            let deadline = snap.server.endpoint_body_timeout;
+            let read = tokio::time::timeout(deadline, Self::read_body(session, ep.max_body()));
+            let body = match read.await.unwrap_or(Err(StatusCode::REQUEST_TIMEOUT)) {
                 Ok(b) => b,
                 Err(status) => {
                     let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -388,14 +400,8 @@ impl Edge {
         let headers = &mut parts.headers;
         // One growth step for everything added below, instead of one per doubling.
         headers.reserve(ADDED_HEADERS + ctx.identity.as_ref().map_or(0, |id| id.headers.len()));
-        snap.injector.strip(headers);
-        for h in &route.strip_credentials {
-            headers.remove(h);
-        }
-        if let Some(id) = &ctx.identity {
-            snap.injector.inject(headers, id);
-        }
-        // X-Forwarded-For: kept (and extended) only when the peer is a trusted proxy.
+        // X-Forwarded-For: kept (and extended) only when the peer is a trusted proxy. Read
+        // before `strip`, which removes every client spelling of the forwarding headers.
         let xff = match ctx.peer {
             Some(p) if snap.is_trusted_proxy(p) => {
                 let prior: Vec<&str> = headers
@@ -412,13 +418,30 @@ impl Edge {
             Some(p) => ip_value(p),
             None => None,
         };
-        match xff {
-            Some(v) => {
-                headers.insert(X_FORWARDED_FOR.clone(), v);
-            }
-            None => {
-                headers.remove(&X_FORWARDED_FOR);
-            }
+        let host = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .or_else(|| headers.get(header::HOST).cloned());
+        crate::headers::collapse_content_length(headers);
+        snap.injector.strip(headers);
+        for h in &route.strip_credentials {
+            headers.remove(h);
+        }
+        if let Some(id) = &ctx.identity {
+            snap.injector.inject(headers, id);
+        }
+        if let Some(v) = xff {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+        if let Some(v) = ctx.client_ip.and_then(ip_value) {
+            headers.insert(X_REAL_IP.clone(), v);
+        }
+        if let Some(v) = crate::headers::forwarded_value(ctx.client_ip, tls, host.as_ref()) {
+            headers.insert(FORWARDED.clone(), v);
+        }
+        if let Some(h) = host {
+            headers.insert(X_FORWARDED_HOST.clone(), h);
         }
         headers.insert(
             X_FORWARDED_PROTO.clone(),
@@ -592,6 +615,13 @@ impl ProxyHttp for Edge {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        // Pingora sets an unlimited keep-alive for HTTP/1.1 when it writes the response; the
+        // connection then waits this long for the next request (unless it is being closed).
+        if session.get_keepalive().is_some() {
+            if let Some(s) = ctx.snap.as_ref() {
+                session.set_keepalive(Some(s.server.keepalive_timeout.as_secs().max(1)));
+            }
+        }
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())

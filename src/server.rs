@@ -95,6 +95,7 @@ pub fn run(path: PathBuf) -> Result<(), String> {
         ..ServerConf::default()
     };
     let listeners = snap.listeners.clone();
+    let keepalive_request_limit = snap.server.max_requests_per_connection;
     let metrics_cfg = snap.metrics.clone();
     let (routes, generation) = (snap.routes.len(), snap.generation);
 
@@ -112,6 +113,12 @@ pub fn run(path: PathBuf) -> Result<(), String> {
         Edge::new(current.clone(), metrics.clone()),
         "authedge",
     );
+    if let Some(app) = proxy.app_logic_mut() {
+        let limit = keepalive_request_limit;
+        let mut opts = pingora::apps::HttpServerOptions::default();
+        opts.keepalive_request_limit = (limit > 0).then_some(limit);
+        app.server_options = Some(opts);
+    }
     for l in &listeners {
         match (&l.address, &l.unix, &l.tls) {
             (Some(a), None, None) => proxy.add_tcp(a),

@@ -135,6 +135,7 @@ pub struct Snapshot {
     pub endpoints: HashMap<String, Arc<dyn Endpoint>>,
     pub injector: HeaderInjector,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub path_strictness: crate::routing::PathStrictness,
     pub server: ServerConfig,
     pub listeners: Vec<ListenerConfig>,
     pub metrics: Option<MetricsConfig>,
@@ -379,7 +380,7 @@ pub async fn compile(
             allowed,
         });
     }
-    let router = match Router::build(&keys) {
+    let router = match Router::build_with(&keys, cfg.path_strictness.case_insensitive) {
         Ok(r) => Some(r),
         Err(errs) => {
             for (i, m) in errs {
@@ -402,7 +403,12 @@ pub async fn compile(
         router,
         routes,
         endpoints,
-        injector: HeaderInjector::new(standard, owned),
+        injector: HeaderInjector::with_rules(
+            standard,
+            owned,
+            cfg.identity_headers.keep_rewrite_headers,
+        ),
+        path_strictness: cfg.path_strictness,
         trusted_proxies: cfg.trusted_proxies,
         server: cfg.server,
         listeners: cfg.listeners,

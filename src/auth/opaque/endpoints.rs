@@ -246,7 +246,7 @@ impl Endpoint for TokenEndpoint {
             inc(&m.malformed);
             return error(StatusCode::BAD_REQUEST, "invalid_request");
         };
-        if let Err(wait) = realm.login_user_limit.check(&creds.username) {
+        if let Err(wait) = realm.login_user_limit.check(&creds.username, req.client_ip) {
             inc(&m.rate_limited);
             return too_many(wait);
         }

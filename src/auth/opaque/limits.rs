@@ -119,6 +119,25 @@ pub fn client_key(ip: Option<IpAddr>) -> IpAddr {
     }
 }
 
+/// The token endpoint's per-username limits. A username is limited per (username, client
+/// network), so wrong passwords from one network cannot lock the user out everywhere; a
+/// separate, much higher ceiling per username alone bounds guessing spread over many networks.
+#[derive(Debug)]
+pub struct LoginLimits {
+    pub per_network: Arc<Limiter<(String, IpAddr)>>,
+    pub global: Arc<Limiter<String>>,
+}
+
+impl LoginLimits {
+    /// `Ok` if this attempt is within both limits; `Err(seconds to wait)` otherwise. The global
+    /// ceiling is only charged when the per-network limit let the attempt through.
+    pub fn check(&self, username: &str, client: Option<IpAddr>) -> Result<(), u64> {
+        self.per_network
+            .check(&(username.to_string(), client_key(client)))?;
+        self.global.check(&username.to_string())
+    }
+}
+
 /// `authedge_opaque_logins_total{realm, result}` counters of one realm (labels bounded: realm
 /// names come from config, results from a fixed list). `None` only if the counter could not be
 /// created, which constant names and labels rule out.
@@ -380,5 +399,33 @@ mod tests {
         assert!(!r.is_revoked(&[1; 16], "u", 10));
         assert!(r.is_revoked(&[2; 16], "v", 10));
         assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn login_limits_are_per_network_with_a_global_ceiling() {
+        let q = |burst| {
+            RateLimitConfig {
+                requests_per_second: 0.001,
+                burst,
+            }
+            .quota()
+            .unwrap()
+        };
+        let l = LoginLimits {
+            per_network: Arc::new(Limiter::new(q(2))),
+            global: Arc::new(Limiter::new(q(5))),
+        };
+        let a = Some("10.0.0.1".parse().unwrap());
+        let b = Some("10.0.0.2".parse().unwrap());
+        assert!(l.check("bob", a).is_ok());
+        assert!(l.check("bob", a).is_ok());
+        assert!(l.check("bob", a).is_err(), "per-network limit");
+        // Another network, and another user on the same network, are not locked out.
+        assert!(l.check("bob", b).is_ok());
+        assert!(l.check("alice", a).is_ok());
+        assert!(l.check("bob", b).is_ok());
+        // Bob has used 4 of the global 5; networks c, d: one each, then the ceiling.
+        assert!(l.check("bob", Some("10.0.0.3".parse().unwrap())).is_ok());
+        assert!(l.check("bob", Some("10.0.0.4".parse().unwrap())).is_err());
     }
 }

@@ -54,7 +54,7 @@ pub struct Realm {
     pub(crate) users: UserDb,
     pub(crate) revocations: Arc<Revocations>,
     pub(crate) user_limit: Option<Arc<Limiter<Arc<str>>>>,
-    pub(crate) login_user_limit: Arc<Limiter<String>>,
+    pub(crate) login_user_limit: limits::LoginLimits,
     pub(crate) login_client_limit: Arc<Limiter<IpAddr>>,
     pub(crate) lifetime: Duration,
     pub(crate) user_header: Option<HeaderName>,
@@ -264,6 +264,13 @@ pub async fn build_realm(
     let per_username = cfg.auth_rate_limit.per_username.quota().map_err(|m| {
         problems.push(format!("{path}.auth_rate_limit.per_username"), m);
     });
+    let per_username_global = cfg
+        .auth_rate_limit
+        .per_username_global
+        .quota()
+        .map_err(|m| {
+            problems.push(format!("{path}.auth_rate_limit.per_username_global"), m);
+        });
     let per_client = cfg.auth_rate_limit.per_client.quota().map_err(|m| {
         problems.push(format!("{path}.auth_rate_limit.per_client"), m);
     });
@@ -315,7 +322,8 @@ pub async fn build_realm(
     if !problems.is_empty() {
         return Err(problems);
     }
-    let (Some(keyring), Ok(per_username), Ok(per_client)) = (keyring, per_username, per_client)
+    let (Some(keyring), Ok(per_username), Ok(per_username_global), Ok(per_client)) =
+        (keyring, per_username, per_username_global, per_client)
     else {
         return Err(problems);
     };
@@ -386,12 +394,20 @@ pub async fn build_realm(
 
     let user_limit = user_quota
         .map(|(c, q)| limits::shared_limiter::<Arc<str>>(warm, &format!("{name}:user"), c, q));
-    let login_user_limit = limits::shared_limiter::<String>(
-        warm,
-        &format!("{name}:login-user"),
-        &cfg.auth_rate_limit.per_username,
-        per_username,
-    );
+    let login_user_limit = limits::LoginLimits {
+        per_network: limits::shared_limiter(
+            warm,
+            &format!("{name}:login-user-network"),
+            &cfg.auth_rate_limit.per_username,
+            per_username,
+        ),
+        global: limits::shared_limiter(
+            warm,
+            &format!("{name}:login-user"),
+            &cfg.auth_rate_limit.per_username_global,
+            per_username_global,
+        ),
+    };
     let login_client_limit = limits::shared_limiter::<IpAddr>(
         warm,
         &format!("{name}:login-client"),
