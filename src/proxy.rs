@@ -526,6 +526,9 @@ impl ProxyHttp for Edge {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // Pipelined requests are answered one after the other, in order (RFC 9112 §9.3.2);
+        // Pingora's default closes the connection after the first.
+        session.set_pipelining_enabled(true);
         let snap = self.current.load_full();
         ctx.snap = Some(snap.clone());
         match self.decide(session, ctx, &snap).await? {

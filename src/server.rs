@@ -116,7 +116,8 @@ pub fn run(path: PathBuf) -> Result<(), String> {
     if let Some(app) = proxy.app_logic_mut() {
         let limit = keepalive_request_limit;
         let mut opts = pingora::apps::HttpServerOptions::default();
-        opts.keepalive_request_limit = (limit > 0).then_some(limit);
+        // Pingora counts reuses after the first request.
+        opts.keepalive_request_limit = (limit > 0).then(|| limit - 1);
         app.server_options = Some(opts);
     }
     for l in &listeners {
