@@ -119,10 +119,14 @@ fn raw(port: u16, request: &[u8]) -> String {
 
 /// Read one response with a Content-Length body from a kept-alive connection.
 fn read_response(s: &mut TcpStream) -> String {
-    let mut buf = Vec::new();
+    read_response_buffered(s, &mut Vec::new())
+}
+
+/// Like `read_response`, keeping bytes past the response in `buf` for the next call.
+fn read_response_buffered(s: &mut TcpStream, buf: &mut Vec<u8>) -> String {
     let mut chunk = [0u8; 8192];
     loop {
-        if let Some(i) = find(&buf, b"\r\n\r\n") {
+        if let Some(i) = find(buf, b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
             let len = head
                 .split("\r\n")
@@ -130,11 +134,14 @@ fn read_response(s: &mut TcpStream) -> String {
                 .and_then(|v| v.trim().parse::<usize>().ok())
                 .unwrap_or(0);
             if buf.len() >= i + 4 + len {
-                return String::from_utf8_lossy(&buf[..i + 4 + len]).into_owned();
+                let rest = buf.split_off(i + 4 + len);
+                let one = String::from_utf8_lossy(buf).into_owned();
+                *buf = rest;
+                return one;
             }
         }
         match s.read(&mut chunk) {
-            Ok(0) | Err(_) => return String::from_utf8_lossy(&buf).into_owned(),
+            Ok(0) | Err(_) => return String::from_utf8_lossy(buf).into_owned(),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
@@ -431,8 +438,9 @@ fn pipelined_requests_are_answered_in_order() {
             );
         }
         s.write_all(&req).unwrap();
+        let mut buf = Vec::new();
         for i in 0..n {
-            let resp = read_response(&mut s);
+            let resp = read_response_buffered(&mut s, &mut buf);
             assert!(
                 resp.contains(&format!(r#""path":"/builtin/{i}""#)),
                 "{n} pipelined, response {i}: {resp}"
