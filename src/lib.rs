@@ -9,6 +9,7 @@ pub mod config;
 pub mod echo;
 pub mod headers;
 pub mod identity;
+pub mod lognoise;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

@@ -49,20 +49,29 @@ pub fn check(path: &Path) -> Result<String, Problems> {
     ))
 }
 
-fn init_logging(log: &LogConfig) {
+fn init_logging(log: &LogConfig, metrics: &Metrics) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
     let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
     // The process ends through Pingora's exit; the writer lives until then.
     std::mem::forget(guard);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let counter = prometheus::IntCounter::new(
+        "authedge_upstream_pool_reuse_races_total",
+        "Pooled upstream connections Pingora could not take (a race; a new connection was used)",
+    )
+    .ok()
+    .filter(|c| metrics.registry.register(Box::new(c.clone())).is_ok());
+    let noise = crate::lognoise::PoolRaceFilter { counter };
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(ansi);
+    let registry = tracing_subscriber::registry().with(noise).with(filter);
     let _ = match log.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => registry.with(fmt.json()).try_init(),
+        LogFormat::Text => registry.with(fmt).try_init(),
     };
 }
 
@@ -80,7 +89,7 @@ pub fn run(path: PathBuf) -> Result<(), String> {
     let snap: Snapshot = rt
         .block_on(config::load(&path, &warm, 1))
         .map_err(|p| p.to_string())?;
-    init_logging(&snap.log);
+    init_logging(&snap.log, &metrics);
     metrics.generation.set(1);
     metrics.reloads.with_label_values(&["success"]);
 
