@@ -13,9 +13,12 @@ use common::{client, Edge};
 
 /// An upstream that records each request's raw head and body, exactly as received, and answers
 /// `200 ok` and closes.
+/// Each request's raw head and body.
+type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 struct RawUpstream {
     port: u16,
-    seen: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    seen: Seen,
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -26,7 +29,7 @@ impl RawUpstream {
     fn start() -> RawUpstream {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let seen: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+        let seen: Seen = Arc::default();
         let s2 = seen.clone();
         std::thread::spawn(move || {
             for c in l.incoming() {
