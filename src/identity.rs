@@ -69,13 +69,27 @@ pub const ALWAYS_STRIPPED: &[&str] = &[
     "x-auth-request-email",
     "x-auth-request-groups",
     "x-remote-user",
+    "x-remote-group",
     "remote-user",
+    "x-auth-request-access-token",
+    "x-auth-request-preferred-username",
+    "x-authenticated-user",
+    "x-authenticated-userid",
+    "x-authenticated-groups",
+    "x-id-token",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
 ];
 
 /// Compiled once per config: every header name the edge owns, lower case with `-`.
 #[derive(Debug, Clone)]
 pub struct HeaderInjector {
     owned: Vec<Box<[u8]>>,
+    /// Removed only in a spelling with `_` (the `-` spelling is the real framing header).
+    underscore_only: Vec<Box<[u8]>>,
     pub standard: StandardHeaders,
 }
 
@@ -84,7 +98,29 @@ impl HeaderInjector {
         standard: StandardHeaders,
         extra_owned: impl IntoIterator<Item = HeaderName>,
     ) -> Self {
+        Self::with_rules(standard, extra_owned, false)
+    }
+
+    /// Like `new`; `allow_rewrite` keeps `X-Original-URL` / `X-Rewrite-URL`. Besides identity
+    /// headers the edge owns the forwarding headers it sets itself (`headers::FORWARDING`), and
+    /// drops `_` spellings of framing and hop-by-hop headers.
+    pub fn with_rules(
+        standard: StandardHeaders,
+        extra_owned: impl IntoIterator<Item = HeaderName>,
+        allow_rewrite: bool,
+    ) -> Self {
+        let rewrite: &[&str] = if allow_rewrite {
+            &[]
+        } else {
+            crate::headers::REWRITE
+        };
         let mut owned: Vec<Box<[u8]>> = ALWAYS_STRIPPED
+            .iter()
+            .chain(crate::headers::FORWARDING)
+            .chain(rewrite)
+            .map(|s| s.as_bytes().into())
+            .collect();
+        let underscore_only = crate::headers::FRAMING_AND_HOP
             .iter()
             .map(|s| s.as_bytes().into())
             .collect();
@@ -100,12 +136,26 @@ impl HeaderInjector {
                 owned.push(norm);
             }
         }
-        HeaderInjector { owned, standard }
+        HeaderInjector {
+            owned,
+            underscore_only,
+            standard,
+        }
     }
 
     /// Whether a header name (as the client sent it) is one the edge owns.
     pub fn is_owned(&self, name: &[u8]) -> bool {
         self.owned.iter().any(|o| eq_header_loose(o, name))
+            || (name.contains(&b'_')
+                && self
+                    .underscore_only
+                    .iter()
+                    .any(|o| eq_header_loose(o, name)))
+    }
+
+    /// Names the edge owns (normalised: lower case, `-`), for documentation and tests.
+    pub fn owned_names(&self) -> impl Iterator<Item = &[u8]> {
+        self.owned.iter().map(|o| &o[..])
     }
 
     /// Remove every owned header from the request, in all its spellings.

@@ -21,7 +21,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use crate::auth::{run_chain, strip_cookies, Answer, Denial, DenyReason, Outcome, Reply};
 use crate::identity::Identity;
 use crate::metrics::Metrics;
-use crate::routing::{canonical_path, Match};
+use crate::routing::{strict_path, Match};
 use crate::snapshot::{RouteEntry, Snapshot};
 use crate::upstream::UpstreamKind;
 use crate::wire::{
@@ -31,9 +31,12 @@ use crate::wire::{
 
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// Headers `prepare` may add besides the identity's own: forwarding headers, request id, host,
 /// and the standard identity fields.
-const ADDED_HEADERS: usize = 8;
+const ADDED_HEADERS: usize = 11;
 
 /// The proxy. Holds the live snapshot and the metrics.
 pub struct Edge {
@@ -114,7 +117,12 @@ impl Edge {
         let peer = peer_ip(session);
         ctx.peer = peer;
         ctx.client_ip = client_ip(snap, peer, session.req_header());
-        match canonical_path(session.req_header().uri.path()) {
+        if let Err(status) = crate::headers::check_framing(&session.req_header().headers) {
+            let d = Denial::new(status, DenyReason::Malformed);
+            self.deny(session, ctx, d).await?;
+            return Ok(Decision::Answered);
+        }
+        match strict_path(session.req_header().uri.path(), &snap.path_strictness) {
             Ok(Cow::Borrowed(_)) => {}
             Ok(Cow::Owned(p)) => ctx.rewritten = Some(p),
             Err(_) => {
@@ -153,7 +161,9 @@ impl Edge {
             return Ok(false);
         };
         ctx.mode = ep.kind();
-        let body = match read_body(session, ep.max_body()).await {
+        let deadline = snap.server.endpoint_body_timeout;
+        let read = tokio::time::timeout(deadline, read_body(session, ep.max_body()));
+        let body = match read.await.unwrap_or(Err(StatusCode::REQUEST_TIMEOUT)) {
             Ok(b) => b,
             Err(status) => {
                 self.deny(session, ctx, body_denial(status)).await?;
@@ -296,15 +306,8 @@ impl Edge {
         let headers = &mut parts.headers;
         // One growth step for everything added below, instead of one per doubling.
         headers.reserve(ADDED_HEADERS + ctx.identity.as_ref().map_or(0, |id| id.headers.len()));
-        snap.injector.strip(headers);
-        for h in &route.strip_credentials {
-            headers.remove(h);
-        }
-        strip_cookies(headers, &route.strip_cookies);
-        if let Some(id) = &ctx.identity {
-            snap.injector.inject(headers, id);
-        }
-        // X-Forwarded-For: kept (and extended) only when the peer is a trusted proxy.
+        // X-Forwarded-For: kept (and extended) only when the peer is a trusted proxy. Read
+        // before `strip`, which removes every client spelling of the forwarding headers.
         let xff = match ctx.peer {
             Some(p) if snap.is_trusted_proxy(p) => {
                 let prior: Vec<&str> = headers
@@ -321,13 +324,31 @@ impl Edge {
             Some(p) => ip_value(p),
             None => None,
         };
-        match xff {
-            Some(v) => {
-                headers.insert(X_FORWARDED_FOR.clone(), v);
-            }
-            None => {
-                headers.remove(&X_FORWARDED_FOR);
-            }
+        let host = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .or_else(|| headers.get(header::HOST).cloned());
+        crate::headers::collapse_content_length(headers);
+        snap.injector.strip(headers);
+        for h in &route.strip_credentials {
+            headers.remove(h);
+        }
+        strip_cookies(headers, &route.strip_cookies);
+        if let Some(id) = &ctx.identity {
+            snap.injector.inject(headers, id);
+        }
+        if let Some(v) = xff {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+        if let Some(v) = ctx.client_ip.and_then(ip_value) {
+            headers.insert(X_REAL_IP.clone(), v);
+        }
+        if let Some(v) = crate::headers::forwarded_value(ctx.client_ip, tls, host.as_ref()) {
+            headers.insert(FORWARDED.clone(), v);
+        }
+        if let Some(h) = host {
+            headers.insert(X_FORWARDED_HOST.clone(), h);
         }
         headers.insert(
             X_FORWARDED_PROTO.clone(),
@@ -370,6 +391,9 @@ impl ProxyHttp for Edge {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // Pipelined requests are answered one after the other, in order (RFC 9112 §9.3.2);
+        // Pingora's default closes the connection after the first.
+        session.set_pipelining_enabled(true);
         let snap = self.current.load_full();
         ctx.snap = Some(snap.clone());
         match self.decide(session, ctx, &snap).await? {
@@ -457,6 +481,13 @@ impl ProxyHttp for Edge {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        // Pingora sets an unlimited keep-alive for HTTP/1.1 when it writes the response; the
+        // connection then waits this long for the next request (unless it is being closed).
+        if session.get_keepalive().is_some() {
+            if let Some(s) = ctx.snap.as_ref() {
+                session.set_keepalive(Some(s.server.keepalive_timeout.as_secs().max(1)));
+            }
+        }
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())

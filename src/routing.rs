@@ -17,10 +17,14 @@ use std::collections::HashMap;
 
 use http::Method;
 
+mod strict;
+pub use strict::{strict_path, PathStrictness};
+
 /// Why a path was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathError {
-    /// Encoded slash, backslash or NUL, a raw backslash or control byte, or a bad escape.
+    /// Encoded slash, backslash or control byte, a raw backslash or control byte, a bad escape,
+    /// escapes that are not UTF-8 (overlong forms included), or a strictness rule.
     Forbidden,
     /// Not an origin-form path.
     NotAbsolute,
@@ -62,6 +66,7 @@ pub fn canonical_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     // Decode unreserved escapes, normalise the others. Bytes, not chars: the raw path may hold
     // UTF-8 sequences, which are copied through unchanged.
     let mut decoded: Vec<u8> = Vec::with_capacity(raw.len());
+    let mut high_escape = false;
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -73,9 +78,12 @@ pub fn canonical_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
                 return Err(PathError::Forbidden);
             };
             let v = h * 16 + l;
-            if matches!(v, b'/' | b'\\' | 0) {
+            // Control bytes: Pingora percent-encodes raw ones it cannot parse, so they arrive
+            // here as escapes either way.
+            if matches!(v, b'/' | b'\\' | 0..=0x1f | 0x7f) {
                 return Err(PathError::Forbidden);
             }
+            high_escape |= v >= 0x80;
             if is_unreserved(v) {
                 decoded.push(v);
             } else {
@@ -90,6 +98,14 @@ pub fn canonical_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
         }
     }
     let decoded = String::from_utf8(decoded).map_err(|_| PathError::Forbidden)?;
+    // Escaped bytes above ASCII must decode to UTF-8: overlong forms (`%c0%ae` for `.`) and
+    // stray bytes mean different things to different decoders.
+    if high_escape {
+        let all: Vec<u8> = percent_encoding::percent_decode(decoded.as_bytes()).collect();
+        if std::str::from_utf8(&all).is_err() {
+            return Err(PathError::Forbidden);
+        }
+    }
     // Resolve segments.
     let mut out: Vec<&str> = Vec::new();
     let segments: Vec<&str> = decoded.split('/').collect();
@@ -156,6 +172,8 @@ struct PrefixTable {
 pub struct Router {
     any_host: PrefixTable,
     by_host: HashMap<String, PrefixTable>,
+    /// `path_strictness.case_insensitive`: prefixes stored and paths looked up in lower case.
+    case_insensitive: bool,
 }
 
 /// Normalise a configured prefix: canonical, no trailing slash except for the root.
@@ -172,14 +190,30 @@ impl Router {
     /// Build from keys in route order. Errors name the two routes that would match the same
     /// requests.
     pub fn build(keys: &[RouteKey]) -> Result<Router, Vec<(usize, String)>> {
-        let mut r = Router::default();
+        Self::build_with(keys, false)
+    }
+
+    /// `build`, matching paths ignoring ASCII case when `case_insensitive`.
+    pub fn build_with(
+        keys: &[RouteKey],
+        case_insensitive: bool,
+    ) -> Result<Router, Vec<(usize, String)>> {
+        let mut r = Router {
+            case_insensitive,
+            ..Router::default()
+        };
         let mut errors = Vec::new();
         for (idx, k) in keys.iter().enumerate() {
+            let prefix = if case_insensitive {
+                k.prefix.to_ascii_lowercase()
+            } else {
+                k.prefix.clone()
+            };
             let table = match &k.host {
                 Some(h) => r.by_host.entry(h.clone()).or_default(),
                 None => &mut r.any_host,
             };
-            let entry = table.by_prefix.entry(k.prefix.clone()).or_default();
+            let entry = table.by_prefix.entry(prefix.clone()).or_default();
             if let Some((_, other)) = entry.iter().find(|(m, _)| methods_overlap(m, &k.methods)) {
                 errors.push((
                     idx,
@@ -190,7 +224,7 @@ impl Router {
                 continue;
             }
             entry.push((k.methods.clone(), idx));
-            table.max_depth = table.max_depth.max(depth(&k.prefix));
+            table.max_depth = table.max_depth.max(depth(&prefix));
         }
         if errors.is_empty() {
             Ok(r)
@@ -201,6 +235,13 @@ impl Router {
 
     /// Find the route for a canonical path. `host` may carry a port and any case.
     pub fn lookup(&self, host: Option<&str>, method: &Method, path: &str) -> Match {
+        if self.case_insensitive && path.bytes().any(|b| b.is_ascii_uppercase()) {
+            return self.lookup_exact(host, method, &path.to_ascii_lowercase());
+        }
+        self.lookup_exact(host, method, path)
+    }
+
+    fn lookup_exact(&self, host: Option<&str>, method: &Method, path: &str) -> Match {
         if !self.by_host.is_empty() {
             if let Some(h) = host {
                 let h = host_key(h);
@@ -444,5 +485,30 @@ mod tests {
         let r = Router::build(&[key(None, "/public", &[])]).unwrap();
         assert_eq!(r.lookup(None, &Method::GET, "/private"), Match::NotFound);
         assert_eq!(r.lookup(None, &Method::GET, "/"), Match::NotFound);
+    }
+
+    #[test]
+    fn case_insensitive_routing_is_opt_in() {
+        let keys = [
+            RouteKey {
+                host: None,
+                prefix: "/".into(),
+                methods: vec![],
+            },
+            RouteKey {
+                host: None,
+                prefix: "/Admin".into(),
+                methods: vec![],
+            },
+        ];
+        let strict = Router::build(&keys).unwrap();
+        assert_eq!(
+            strict.lookup(None, &Method::GET, "/ADMIN/x"),
+            Match::Route(0)
+        );
+        let ci = Router::build_with(&keys, true).unwrap();
+        assert_eq!(ci.lookup(None, &Method::GET, "/ADMIN/x"), Match::Route(1));
+        assert_eq!(ci.lookup(None, &Method::GET, "/admin"), Match::Route(1));
+        assert_eq!(ci.lookup(None, &Method::GET, "/other"), Match::Route(0));
     }
 }

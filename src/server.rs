@@ -55,20 +55,29 @@ pub fn check(path: &Path) -> Result<String, Problems> {
     Ok(summary)
 }
 
-fn init_logging(log: &LogConfig) {
+fn init_logging(log: &LogConfig, metrics: &Metrics) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
     let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
     // The process ends through Pingora's exit; the writer lives until then.
     std::mem::forget(guard);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let counter = prometheus::IntCounter::new(
+        "authedge_upstream_pool_reuse_races_total",
+        "Pooled upstream connections Pingora could not take (a race; a new connection was used)",
+    )
+    .ok()
+    .filter(|c| metrics.registry.register(Box::new(c.clone())).is_ok());
+    let noise = crate::lognoise::PoolRaceFilter { counter };
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(ansi);
+    let registry = tracing_subscriber::registry().with(noise).with(filter);
     let _ = match log.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => registry.with(fmt.json()).try_init(),
+        LogFormat::Text => registry.with(fmt).try_init(),
     };
 }
 
@@ -78,6 +87,7 @@ fn add_role_services(
     listeners: &[ListenerConfig],
     current: &Arc<ArcSwap<Snapshot>>,
     metrics: &Arc<Metrics>,
+    keepalive_request_limit: u32,
 ) -> Result<(), String> {
     let mine = |role: ListenerRole| listeners.iter().filter(move |l| l.role == role);
     if mine(ListenerRole::ReverseProxy).next().is_some() {
@@ -86,6 +96,13 @@ fn add_role_services(
             Edge::new(current.clone(), metrics.clone()),
             "authedge",
         );
+        if let Some(app) = proxy.app_logic_mut() {
+            let limit = keepalive_request_limit;
+            let mut opts = pingora::apps::HttpServerOptions::default();
+            // Pingora counts reuses after the first request.
+            opts.keepalive_request_limit = (limit > 0).then(|| limit - 1);
+            app.server_options = Some(opts);
+        }
         for l in mine(ListenerRole::ReverseProxy) {
             add_listener(&mut proxy, l)?;
         }
@@ -124,7 +141,7 @@ pub fn run(path: PathBuf) -> Result<(), String> {
     let snap: Snapshot = rt
         .block_on(snapshot::load(&path, &warm, 1))
         .map_err(|p| p.to_string())?;
-    init_logging(&snap.log);
+    init_logging(&snap.log, &metrics);
     for n in &snap.notes {
         tracing::warn!("{n}");
     }
@@ -143,6 +160,7 @@ pub fn run(path: PathBuf) -> Result<(), String> {
     };
     let pid_file = snap.server.pid_file.clone();
     let listeners = snap.listeners.clone();
+    let keepalive_request_limit = snap.server.max_requests_per_connection;
     let metrics_cfg = snap.metrics.clone();
     let (routes, generation) = (snap.routes.len(), snap.generation);
 
@@ -155,7 +173,13 @@ pub fn run(path: PathBuf) -> Result<(), String> {
 
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
-    add_role_services(&mut server, &listeners, &current, &metrics)?;
+    add_role_services(
+        &mut server,
+        &listeners,
+        &current,
+        &metrics,
+        keepalive_request_limit,
+    )?;
     if let Some(m) = &metrics_cfg {
         let mut side = Service::new(
             "authedge metrics".into(),

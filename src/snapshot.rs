@@ -51,6 +51,7 @@ pub struct Snapshot {
     pub endpoints: Endpoints,
     pub injector: HeaderInjector,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub path_strictness: crate::routing::PathStrictness,
     pub server: ServerConfig,
     pub listeners: Vec<ListenerConfig>,
     pub metrics: Option<MetricsConfig>,
@@ -153,7 +154,7 @@ pub async fn compile(
         .await;
         routes.extend(built);
     }
-    let router = match Router::build(&keys) {
+    let router = match Router::build_with(&keys, cfg.path_strictness.case_insensitive) {
         Ok(r) => Some(r),
         Err(errs) => {
             for (i, m) in errs {
@@ -173,7 +174,12 @@ pub async fn compile(
         router,
         routes,
         endpoints,
-        injector: HeaderInjector::new(standard, owned),
+        injector: HeaderInjector::with_rules(
+            standard,
+            owned,
+            cfg.identity_headers.keep_rewrite_headers,
+        ),
+        path_strictness: cfg.path_strictness,
         trusted_proxies: cfg.trusted_proxies,
         server: cfg.server,
         listeners: cfg.listeners,

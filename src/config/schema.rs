@@ -25,6 +25,9 @@ pub struct FileConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     #[serde(default)]
     pub identity_headers: IdentityHeadersConfig,
+    /// How strictly request paths are read (`;`, case, trailing dots and spaces).
+    #[serde(default)]
+    pub path_strictness: crate::routing::PathStrictness,
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     /// Named opaque-token realms (users, keys, token endpoint), used by `opaque` filters.
     #[serde(default)]
@@ -57,6 +60,15 @@ pub struct ServerConfig {
     /// Idle upstream connections kept per service.
     #[serde(default = "default_pool")]
     pub upstream_keepalive_pool_size: usize,
+    /// How long an idle client keep-alive connection is kept between requests.
+    #[serde(default = "default_keepalive", with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// Requests served on one client connection before it is closed (0: no limit).
+    #[serde(default = "default_max_requests")]
+    pub max_requests_per_connection: u32,
+    /// Deadline for reading a request body the edge answers itself (`/auth`, ...).
+    #[serde(default = "default_body_timeout", with = "humantime_serde")]
+    pub endpoint_body_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +80,9 @@ impl Default for ServerConfig {
             pid_file: default_pid_file(),
             upgrade_sock: default_upgrade_sock(),
             upstream_keepalive_pool_size: default_pool(),
+            keepalive_timeout: default_keepalive(),
+            max_requests_per_connection: default_max_requests(),
+            endpoint_body_timeout: default_body_timeout(),
         }
     }
 }
@@ -88,6 +103,15 @@ fn default_upgrade_sock() -> String {
 }
 fn default_pool() -> usize {
     1024
+}
+fn default_keepalive() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_requests() -> u32 {
+    1000
+}
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 #[derive(Debug, Deserialize, Clone, PartialEq)]
@@ -184,6 +208,9 @@ pub struct IdentityHeadersConfig {
     /// More header names to strip from every client request.
     #[serde(default)]
     pub strip: Vec<String>,
+    /// Forward `X-Original-URL` / `X-Rewrite-URL` (default: removed).
+    #[serde(default)]
+    pub keep_rewrite_headers: bool,
 }
 
 impl Default for IdentityHeadersConfig {
@@ -194,6 +221,7 @@ impl Default for IdentityHeadersConfig {
             mode: h_mode(),
             scopes: h_scopes(),
             strip: Vec::new(),
+            keep_rewrite_headers: false,
         }
     }
 }

@@ -199,6 +199,7 @@ fn check_admin(
 struct Quotas {
     user: Option<Rate>,
     per_username: Rate,
+    per_username_global: Rate,
     per_client: Rate,
 }
 
@@ -213,12 +214,16 @@ fn check_limits(cfg: &OpaqueRealmConfig, path: &str, problems: &mut Problems) ->
     let per_username = cfg.auth_rate_limit.per_username.rate().map_err(|m| {
         problems.push(format!("{path}.auth_rate_limit.per_username"), m);
     });
+    let per_username_global = cfg.auth_rate_limit.per_username_global.rate().map_err(|m| {
+        problems.push(format!("{path}.auth_rate_limit.per_username_global"), m);
+    });
     let per_client = cfg.auth_rate_limit.per_client.rate().map_err(|m| {
         problems.push(format!("{path}.auth_rate_limit.per_client"), m);
     });
     Some(Quotas {
         user,
         per_username: per_username.ok()?,
+        per_username_global: per_username_global.ok()?,
         per_client: per_client.ok()?,
     })
 }
@@ -334,7 +339,12 @@ fn assemble(
     let user_limit = q
         .user
         .map(|r| SharedLimit::new(state, name, "user", r, on_err));
-    let login_user_limit = SharedLimit::new(state, name, "login-user", q.per_username, on_err);
+    // The per-(username, network) budget takes a new key name; "login-user" is now the
+    // per-username ceiling over all networks.
+    let login_user_limit = limits::LoginLimits {
+        per_network: SharedLimit::new(state, name, "login-user-network", q.per_username, on_err),
+        global: SharedLimit::new(state, name, "login-user", q.per_username_global, on_err),
+    };
     let login_client_limit = SharedLimit::new(state, name, "login-client", q.per_client, on_err);
     let challenge = HeaderValue::from_str(&format!("Bearer realm=\"{name}\""))
         .unwrap_or(HeaderValue::from_static("Bearer"));

@@ -73,6 +73,9 @@ pub struct AuthRateLimitConfig {
     pub per_username: RateLimitConfig,
     #[serde(default = "default_per_client")]
     pub per_client: RateLimitConfig,
+    /// Ceiling per username over all networks (much higher than `per_username`).
+    #[serde(default = "default_per_username_global")]
+    pub per_username_global: RateLimitConfig,
 }
 
 impl Default for AuthRateLimitConfig {
@@ -80,6 +83,7 @@ impl Default for AuthRateLimitConfig {
         AuthRateLimitConfig {
             per_username: default_per_username(),
             per_client: default_per_client(),
+            per_username_global: default_per_username_global(),
         }
     }
 }
@@ -122,6 +126,12 @@ fn default_per_username() -> RateLimitConfig {
     RateLimitConfig {
         requests_per_second: 0.1,
         burst: 5,
+    }
+}
+fn default_per_username_global() -> RateLimitConfig {
+    RateLimitConfig {
+        requests_per_second: 1.0,
+        burst: 100,
     }
 }
 fn default_per_client() -> RateLimitConfig {

@@ -260,7 +260,10 @@ impl Endpoint for TokenEndpoint {
             inc(&m.malformed);
             return error(StatusCode::BAD_REQUEST, "invalid_request");
         };
-        let by_user = realm.login_user_limit.check(&creds.username).await;
+        let by_user = realm
+            .login_user_limit
+            .check(&creds.username, req.client_ip)
+            .await;
         if let Some(stop) = limited(by_user, || inc(&m.rate_limited)) {
             return stop;
         }

@@ -111,6 +111,27 @@ pub fn client_key(ip: Option<IpAddr>) -> IpAddr {
     }
 }
 
+/// The token endpoint's per-username limits. A username is limited per (username, client
+/// network), so wrong passwords from one network cannot lock the user out everywhere; a
+/// separate, much higher ceiling per username alone bounds guessing spread over many networks.
+/// Both budgets live in the shared state, so they hold across instances.
+#[derive(Debug, Clone)]
+pub struct LoginLimits {
+    pub per_network: SharedLimit,
+    pub global: SharedLimit,
+}
+
+impl LoginLimits {
+    /// `Ok` if this attempt is within both limits. The global ceiling is only charged when the
+    /// per-network limit let the attempt through.
+    pub async fn check(&self, username: &str, client: Option<IpAddr>) -> Result<(), Stop> {
+        // The address first: it never contains '|', so no two pairs share a key.
+        let key = format!("{}|{username}", client_key(client));
+        self.per_network.check(&key).await?;
+        self.global.check(username).await
+    }
+}
+
 /// `authedge_opaque_logins_total{realm, result}` counters of one realm (labels bounded: realm
 /// names come from config, results from a fixed list). `None` only if the counter could not be
 /// created, which constant names and labels rule out.
@@ -197,5 +218,32 @@ mod tests {
             client_key(None),
             client_key(Some("10.0.0.1".parse().unwrap()))
         );
+    }
+
+    /// Issue 15: wrong passwords from one network do not lock the user out of another, nor
+    /// another user on the same network; a much higher per-username ceiling bounds the total.
+    #[tokio::test]
+    async fn login_limits_are_per_network_with_a_global_ceiling() {
+        let store: Store = crate::state::MemoryStore::new(None);
+        let rate = |burst| Rate {
+            per_second: 0.001,
+            burst,
+        };
+        let l = LoginLimits {
+            per_network: SharedLimit::new(&store, "r", "net", rate(2), OnStateError::Deny),
+            global: SharedLimit::new(&store, "r", "all", rate(5), OnStateError::Deny),
+        };
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let (a, b) = (ip("10.0.0.1"), ip("10.0.0.2"));
+        assert!(l.check("bob", a).await.is_ok());
+        assert!(l.check("bob", a).await.is_ok());
+        assert!(l.check("bob", a).await.is_err(), "per-network limit");
+        // Another network, and another user on the same network, are not locked out.
+        assert!(l.check("bob", b).await.is_ok());
+        assert!(l.check("alice", a).await.is_ok());
+        assert!(l.check("bob", b).await.is_ok());
+        // Bob has used 4 of the global 5; network c: one more, then the ceiling holds for d.
+        assert!(l.check("bob", ip("10.0.0.3")).await.is_ok());
+        assert!(l.check("bob", ip("10.0.0.4")).await.is_err());
     }
 }

@@ -55,7 +55,7 @@ pub struct Realm {
     pub(crate) state: Store,
     pub(crate) revocations: Arc<RevocationScope>,
     pub(crate) user_limit: Option<SharedLimit>,
-    pub(crate) login_user_limit: SharedLimit,
+    pub(crate) login_user_limit: limits::LoginLimits,
     pub(crate) login_client_limit: SharedLimit,
     pub(crate) lifetime: Duration,
     pub(crate) user_header: Option<HeaderName>,

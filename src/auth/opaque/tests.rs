@@ -335,17 +335,19 @@ async fn login_filter_and_revoke() {
 async fn auth_limits_trip_before_argon2() {
     let w = warm();
     let yaml = realm_yaml(
-        "auth_rate_limit:\n  per_username: {requests_per_second: 0.001, burst: 3}\n  per_client: {requests_per_second: 0.001, burst: 5}\n",
+        "auth_rate_limit:\n  per_username: {requests_per_second: 0.001, burst: 3}\n  per_username_global: {requests_per_second: 0.001, burst: 5}\n  per_client: {requests_per_second: 0.001, burst: 5}\n",
     );
     let (_, eps) = build(&yaml, &w).await.unwrap();
-    for i in 0..3 {
-        let ip = format!("127.0.1.{i}");
+    for _ in 0..3 {
         assert_eq!(
-            login(&eps, "username=alice&password=bad", &ip).await.0,
+            login(&eps, "username=alice&password=bad", "127.0.1.1")
+                .await
+                .0,
             StatusCode::UNAUTHORIZED
         );
     }
-    let (s, b, h) = login(&eps, "username=alice&password=alice-pw", "127.0.1.9").await;
+    // Locked out from that network, even with the right password...
+    let (s, b, h) = login(&eps, "username=alice&password=alice-pw", "127.0.1.1").await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{b}");
     assert!(
         h.get(http::header::RETRY_AFTER)
@@ -355,6 +357,22 @@ async fn auth_limits_trip_before_argon2() {
             .parse::<u64>()
             .unwrap()
             >= 1
+    );
+    // ...but not from another one.
+    let (s, b, _) = login(&eps, "username=alice&password=alice-pw", "127.0.1.9").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    // The global ceiling (5) counts attempts from every network: 4 so far.
+    assert_eq!(
+        login(&eps, "username=alice&password=bad", "127.0.1.10")
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        login(&eps, "username=alice&password=alice-pw", "127.0.1.11")
+            .await
+            .0,
+        StatusCode::TOO_MANY_REQUESTS
     );
     // One client spraying usernames.
     for i in 0..5 {
