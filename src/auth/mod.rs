@@ -327,3 +327,16 @@ mod tests {
         assert_eq!(i, None);
     }
 }
+
+/// A duration in whole seconds as the signed integer JWT times use (saturating).
+pub(crate) fn secs(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(secs)
+        .unwrap_or(0)
+}

@@ -21,7 +21,7 @@ mod tests;
 pub mod token;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -71,16 +71,7 @@ pub struct JwtFilter {
     scope_challenge: HeaderValue,
 }
 
-fn secs(d: Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(secs)
-        .unwrap_or(0)
-}
+use crate::auth::{secs, unix_now as now};
 
 /// Build a `jwt` filter: parse keys and policy, fetch remote keys (a provider that is down does
 /// not fail the build: the filter is not ready and requests get 503 until keys arrive).

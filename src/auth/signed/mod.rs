@@ -19,7 +19,7 @@ pub mod keys;
 pub mod token;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD;
@@ -63,16 +63,7 @@ pub struct SignedFilter {
     max_token: usize,
 }
 
-fn secs(d: Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(secs)
-        .unwrap_or(0)
-}
+use crate::auth::{secs, unix_now as now};
 
 /// Build a `signed` filter: check the audience, algorithms and claims, load a preshared key or
 /// set up the registry client. Every problem is reported with its key path.
