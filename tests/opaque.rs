@@ -542,3 +542,46 @@ fn challenge_header_is_title_cased_on_the_wire() {
     assert!(out.contains("\r\nWWW-Authenticate: Bearer"), "{out}");
     assert!(!out.contains("www-authenticate"), "{out}");
 }
+
+/// Issue 15: five wrong passwords for bob from one network lock bob out from that network only:
+/// bob's correct password from another network and alice from the same network still get in.
+/// (The client network comes from X-Forwarded-For because the test's peer is a trusted proxy.)
+#[test]
+fn auth_lockout_is_per_username_and_network() {
+    let up = EchoUpstream::start();
+    let yaml = format!(
+        "trusted_proxies: [127.0.0.1/32]\n{}",
+        render(&Cfg {
+            up: up.port,
+            users: two_users(),
+            keys: &[("k1", K1)],
+            realm_extra: "    auth_rate_limit:\n      per_username: { requests_per_second: 0.01, burst: 5 }\n      per_client: { requests_per_second: 1000, burst: 1000 }\n",
+        })
+    );
+    let edge = Edge::start(&yaml);
+    let body =
+        |user: &str, pw: &str| serde_json::json!({ "username": user, "password": pw }).to_string();
+    let from_a = [("x-forwarded-for", "198.51.100.7")];
+    let from_b = [("x-forwarded-for", "203.0.113.9")];
+    for _ in 0..5 {
+        assert_eq!(
+            login_raw(&edge, &body("bob", "wrong"), &from_a).status(),
+            401
+        );
+    }
+    assert_eq!(
+        login_raw(&edge, &body("bob", "bob-pw"), &from_a).status(),
+        429,
+        "bob is limited from the network that guessed"
+    );
+    assert_eq!(
+        login_raw(&edge, &body("bob", "bob-pw"), &from_b).status(),
+        200,
+        "bob's correct password from another network passes"
+    );
+    assert_eq!(
+        login_raw(&edge, &body("alice", "alice-pw"), &from_a).status(),
+        200,
+        "another user on the guessing network is not locked out"
+    );
+}
