@@ -20,8 +20,17 @@ impl Redis {
             .arg("--dir")
             .arg(dir.path());
         if cluster {
-            cmd.args(["--cluster-enabled", "yes", "--cluster-config-file"])
-                .arg(dir.path().join("nodes.conf"));
+            // The cluster bus port defaults to port + 10000, which may be taken (or in the
+            // ephemeral range); a node that cannot bind it exits. Give it a free port of its own.
+            let bus = super::free_port();
+            cmd.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                &bus.to_string(),
+            ])
+            .arg("--cluster-config-file")
+            .arg(dir.path().join("nodes.conf"));
         }
         let child = cmd
             .stdout(Stdio::null())
