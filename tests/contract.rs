@@ -29,7 +29,7 @@ routes:
 
 fn start() -> (EchoUpstream, Edge) {
     let up = EchoUpstream::start();
-    let edge = Edge::start(&config(&up.url()));
+    let edge = Edge::start_with_env(&config(&up.url()), &[("AUTHEDGE_CONTRACT_PROBE", "1")]);
     (up, edge)
 }
 
@@ -158,5 +158,27 @@ fn failed_state_operation_is_503_never_allow() {
     edge.wait_metric(
         r#"authedge_requests_total{mode="x-contract-probe",outcome="deny",reason="state_unavailable",route="probe"}"#,
         1.0,
+    );
+}
+
+/// The probe lets fixed inputs through, so a config that names it is refused unless the test-only
+/// environment variable is set.
+#[test]
+fn the_probe_mode_is_refused_without_its_environment_variable() {
+    let up = EchoUpstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, common::render(&config(&up.url()), 1, 2, dir.path())).unwrap();
+    let out = std::process::Command::new(common::bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .env_remove("AUTHEDGE_CONTRACT_PROBE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("x-contract-probe is a test-only mode"),
+        "{text}"
     );
 }

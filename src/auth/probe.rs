@@ -1,6 +1,7 @@
 //! `x-contract-probe`: a hidden mode that exercises every capability of the filter contract, for
 //! the integration tests (tests/contract.rs) that run it through the real edge. Not documented as
-//! a user mode and not meant for production configs: it allows on fixed test inputs.
+//! a user mode: it allows on fixed test inputs, so a config naming it is refused unless
+//! `AUTHEDGE_CONTRACT_PROBE=1` is set.
 //!
 //! - cookie `<cookie>=ok` -> allow (that cookie is a credential: stripped, others pass);
 //! - `x-probe: allow` -> allow with a `Set-Cookie` added to the response;
@@ -24,6 +25,9 @@ use super::{
 };
 use crate::config::Problems;
 use crate::identity::Identity;
+
+/// The environment variable that must be `1` for a config with this mode to load.
+pub const PROBE_ENV: &str = "AUTHEDGE_CONTRACT_PROBE";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -149,6 +153,13 @@ impl Endpoint for Hello {
 /// Build the probe filter and its endpoint.
 pub fn build(cfg: &ProbeConfig, path: &str) -> Result<Built, Problems> {
     let mut problems = Problems::default();
+    // It lets fixed test inputs through: never in a config by accident.
+    if std::env::var_os(PROBE_ENV).is_none_or(|v| v != "1") {
+        problems.push(
+            format!("{path}.type"),
+            format!("x-contract-probe is a test-only mode; refused unless {PROBE_ENV}=1"),
+        );
+    }
     if cfg.max_body > MAX_FILTER_BODY {
         problems.push(
             format!("{path}.max_body"),
