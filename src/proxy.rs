@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,25 +18,18 @@ use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use crate::auth::{run_chain, strip_cookies, Answer, Denial, DenyReason, Outcome, Reply};
+use crate::auth::{run_chain, Answer, Denial, DenyReason, Outcome, Reply};
 use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::routing::{strict_path, Match};
 use crate::snapshot::{RouteEntry, Snapshot};
 use crate::upstream::UpstreamKind;
-use crate::wire::{
-    body_denial, client_ip, error_code, has_body, hex_into, ip_value, is_tls, peer_ip, read_body,
-    request_host, status_body, view, write_response, X_FORWARDED_FOR,
-};
+mod forward;
 
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
-/// Headers `prepare` may add besides the identity's own: forwarding headers, request id, host,
-/// and the standard identity fields.
-const ADDED_HEADERS: usize = 11;
+use crate::wire::{
+    body_denial, client_ip, error_code, has_body, is_tls, peer_ip, read_body, request_host,
+    status_body, view, write_response,
+};
 
 /// The proxy. Holds the live snapshot and the metrics.
 pub struct Edge {
@@ -84,16 +77,6 @@ enum Decision {
 }
 
 impl Edge {
-    /// A process-unique request id: 8 hex digits of a random per-process prefix, 16 of a counter.
-    /// Written by hand: `format!` cost more than the rest of the header preparation.
-    fn next_request_id(&self) -> HeaderValue {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let mut buf = [0u8; 24];
-        hex_into(&mut buf[..8], u64::from(self.id_prefix));
-        hex_into(&mut buf[8..], n);
-        HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
-    }
-
     async fn deny(&self, session: &mut Session, ctx: &mut Ctx, d: Denial) -> Result<()> {
         ctx.outcome = "deny";
         ctx.reason = d.reason.as_str();
@@ -144,7 +127,7 @@ impl Edge {
             ctx.allowed_by = Some(0);
             return Ok(Decision::Proxy);
         }
-        self.authenticate(session, ctx, route).await
+        self.authenticate(session, ctx, snap, route).await
     }
 
     /// An edge endpoint at this host and path: read its body, let it answer. `Ok(false)` when
@@ -162,13 +145,11 @@ impl Edge {
         };
         ctx.mode = ep.kind();
         let deadline = snap.server.endpoint_body_timeout;
-        let read = tokio::time::timeout(deadline, read_body(session, ep.max_body()));
-        let body = match read.await.unwrap_or(Err(StatusCode::REQUEST_TIMEOUT)) {
-            Ok(b) => b,
-            Err(status) => {
-                self.deny(session, ctx, body_denial(status)).await?;
-                return Ok(true);
-            }
+        let Some(body) = self
+            .body_or_deny(session, ctx, ep.max_body(), deadline)
+            .await?
+        else {
+            return Ok(true);
         };
         let tls = is_tls(session);
         let req = session.req_header();
@@ -185,6 +166,25 @@ impl Edge {
             Answer::Respond(r) => self.reply(session, ctx, r).await?,
         }
         Ok(true)
+    }
+
+    /// Read up to `max` body bytes within `deadline`; a body too large, malformed or too slow is
+    /// answered (413, 400, 408) and gives `None`.
+    async fn body_or_deny(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        max: usize,
+        deadline: std::time::Duration,
+    ) -> Result<Option<Vec<u8>>> {
+        let read = tokio::time::timeout(deadline, read_body(session, max));
+        match read.await.unwrap_or(Err(StatusCode::REQUEST_TIMEOUT)) {
+            Ok(b) => Ok(Some(b)),
+            Err(status) => {
+                self.deny(session, ctx, body_denial(status)).await?;
+                Ok(None)
+            }
+        }
     }
 
     /// Match the route; a miss is answered (404 or 405) and gives `None`.
@@ -215,17 +215,19 @@ impl Edge {
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
+        snap: &Snapshot,
         route: &RouteEntry,
     ) -> Result<Decision> {
         let body = if route.max_body > 0 {
             // Buffered as it is read, so the upstream still receives it.
             session.enable_retry_buffering();
-            match read_body(session, route.max_body).await {
-                Ok(b) => Some(b),
-                Err(status) => {
-                    self.deny(session, ctx, body_denial(status)).await?;
-                    return Ok(Decision::Answered);
-                }
+            let deadline = snap.server.endpoint_body_timeout;
+            match self
+                .body_or_deny(session, ctx, route.max_body, deadline)
+                .await?
+            {
+                Some(b) => Some(b),
+                None => return Ok(Decision::Answered),
             }
         } else {
             None
@@ -270,98 +272,6 @@ impl Edge {
         ctx.identity = Some(id);
         ctx.response_headers = headers;
         Ok(Decision::Proxy)
-    }
-
-    /// Rewrite the upstream request: canonical path, identity headers, forwarding headers.
-    /// Everything comes from `ctx` (the snapshot, route and peer `request_filter` settled on);
-    /// a request without a route is left alone.
-    ///
-    /// The request is taken apart into `http::request::Parts` and rebuilt without Pingora's
-    /// case-preserving name map. Every insert and remove on a case-preserving request re-parses
-    /// the name and updates two maps (about 1,500 instructions each, measured with callgrind);
-    /// on a plain `HeaderMap` with prebuilt names it is a hash and a probe. Header names then
-    /// reach the upstream in canonical case (standard ones title-cased, the rest lower case), as
-    /// HAProxy sends them; HTTP header names are case-insensitive (RFC 9110 section 5.1).
-    fn prepare(&self, req: &mut RequestHeader, ctx: &Ctx, tls: bool) {
-        let Some((snap, route)) = ctx
-            .snap
-            .as_deref()
-            .zip(ctx.route)
-            .map(|(s, i)| (s, &s.routes[i]))
-        else {
-            return;
-        };
-        let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
-        let end_stream = req.send_end_stream();
-        let mut parts: http::request::Parts = std::mem::replace(req, placeholder).into();
-        if let Some(p) = &ctx.rewritten {
-            let pq = match parts.uri.query() {
-                Some(q) => format!("{p}?{q}"),
-                None => p.clone(),
-            };
-            if let Ok(uri) = http::Uri::builder().path_and_query(pq).build() {
-                parts.uri = uri;
-            }
-        }
-        let headers = &mut parts.headers;
-        // One growth step for everything added below, instead of one per doubling.
-        headers.reserve(ADDED_HEADERS + ctx.identity.as_ref().map_or(0, |id| id.headers.len()));
-        // X-Forwarded-For: kept (and extended) only when the peer is a trusted proxy. Read
-        // before `strip`, which removes every client spelling of the forwarding headers.
-        let xff = match ctx.peer {
-            Some(p) if snap.is_trusted_proxy(p) => {
-                let prior: Vec<&str> = headers
-                    .get_all(&X_FORWARDED_FOR)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .collect();
-                if prior.is_empty() {
-                    ip_value(p)
-                } else {
-                    HeaderValue::from_str(&format!("{}, {p}", prior.join(", "))).ok()
-                }
-            }
-            Some(p) => ip_value(p),
-            None => None,
-        };
-        let host = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            .or_else(|| headers.get(header::HOST).cloned());
-        crate::headers::collapse_content_length(headers);
-        snap.injector.strip(headers);
-        for h in &route.strip_credentials {
-            headers.remove(h);
-        }
-        strip_cookies(headers, &route.strip_cookies);
-        if let Some(id) = &ctx.identity {
-            snap.injector.inject(headers, id);
-        }
-        if let Some(v) = xff {
-            headers.insert(X_FORWARDED_FOR.clone(), v);
-        }
-        if let Some(v) = ctx.client_ip.and_then(ip_value) {
-            headers.insert(X_REAL_IP.clone(), v);
-        }
-        if let Some(v) = crate::headers::forwarded_value(ctx.client_ip, tls, host.as_ref()) {
-            headers.insert(FORWARDED.clone(), v);
-        }
-        if let Some(h) = host {
-            headers.insert(X_FORWARDED_HOST.clone(), h);
-        }
-        headers.insert(
-            X_FORWARDED_PROTO.clone(),
-            HeaderValue::from_static(if tls { "https" } else { "http" }),
-        );
-        headers.insert(X_REQUEST_ID.clone(), self.next_request_id());
-        if let Some(h) = &route.upstream.host_header {
-            headers.insert(header::HOST, h.clone());
-        }
-        *req = RequestHeader::from(parts);
-        if let Some(eos) = end_stream {
-            req.set_send_end_stream(eos);
-        }
     }
 }
 

@@ -172,6 +172,6 @@ pub fn unix_ms() -> i64 {
     }
 }
 
-/// The semantic checks every store must pass (used by unit and integration tests).
-#[doc(hidden)]
+/// The semantic checks every store must pass (run by the memory and Redis unit tests).
+#[cfg(test)]
 pub mod suite;
