@@ -2,10 +2,10 @@
 """Instructions per proxied request, counted by callgrind (deterministic, unlike requests/s on a
 shared machine): authedge's public, jwt and opaque routes, and the bare Pingora proxy when given.
 
-    python3 scripts/callgrind.py BIN [BARE]      (REQUESTS=4000 by default)
+    python3 scripts/callgrind.py BIN [BARE]      (REQUESTS=3000 by default)
 
 The edge runs under `valgrind --tool=callgrind` with instrumentation off; for each route the
-script turns it on, sends the requests with wrk (`-t1 -c10`, a fixed request count per run is
+script warms the route up (2 s of wrk, not counted), turns instrumentation on, sends the requests with wrk (`-t1 -c10`, a fixed request count per run is
 not available in wrk, so it counts what wrk reports), turns it off and dumps, then divides the
 dump's instruction total by the requests. Startup, config load and token issue are not
 counted. Only 127.0.0.1 is contacted. The config below is accepted by every authedge since the
@@ -15,7 +15,16 @@ import glob, os, re, subprocess, sys, tempfile, time
 
 import loadbench as lb  # noqa: E402  (free_port, wait_port, mint_rs256, opaque_token)
 
-SECONDS = int(os.environ.get("SECONDS_PER_ROUTE", "6"))
+REQUESTS = int(os.environ.get("REQUESTS", "3000"))
+# wrk has no request count; this script stops its one thread after REQUESTS responses, so every
+# target is measured over the same number of requests.
+STOP_AFTER = """
+local n = 0
+response = function(status, headers, body)
+  n = n + 1
+  if n >= {n} then wrk.thread:stop() end
+end
+"""
 CONFIG = """server: {{ threads: 1, work_stealing: false, pid_file: "{dir}/edge.pid", upgrade_sock: "{dir}/edge.sock" }}
 listeners: [ {{ address: "127.0.0.1:{port}" }} ]
 log: {{ access: false, level: warn }}
@@ -42,10 +51,14 @@ def control(pid, *args):
 def measure(pid, work, url, headers=()):
     """Instructions per request for `url`, counted only while wrk runs."""
     before = set(glob.glob(f"{work}/cg.out*"))
+    hdrs = [x for h in headers for x in ("-H", h)]
+    # Warm-up, not counted: connections, pools and caches (a first RS256 verify) in place.
+    subprocess.run(["wrk", "-t1", "-c10", "-d2s", *hdrs, url], capture_output=True, check=True)
+    script = f"{work}/stop.lua"
+    with open(script, "w") as f:
+        f.write(STOP_AFTER.format(n=REQUESTS))
     control(pid, "-i", "on")
-    cmd = ["wrk", "-t1", "-c10", f"-d{SECONDS}s"]
-    for h in headers:
-        cmd += ["-H", h]
+    cmd = ["wrk", "-t1", "-c10", "-d300s", "-s", script, *hdrs]
     out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
     control(pid, "-i", "off")
     control(pid, "-d")
@@ -80,7 +93,7 @@ def run_edge(binary, work, up):
     rows = [("public", measure(edge.pid, work, f"{base}/public/x")),
             ("jwt", measure(edge.pid, work, f"{base}/jwt/x", [f"Authorization: Bearer {jwt}"])),
             ("opaque", measure(edge.pid, work, f"{base}/opaque/x", [f"Authorization: Bearer {token}"]))]
-    edge.terminate()
+    edge.kill()  # counts are dumped already; a graceful stop under valgrind takes long
     edge.wait(timeout=60)
     return rows
 
@@ -92,7 +105,7 @@ def run_bare(bare, work, up):
                              f"127.0.0.1:{up}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     lb.wait_port(port, timeout=120)
     row = ("bare Pingora", measure(proc.pid, work, f"http://127.0.0.1:{port}/x"))
-    proc.terminate()
+    proc.kill()
     proc.wait(timeout=60)
     return [row]
 

@@ -468,7 +468,7 @@ async fn build_route(
 /// The store the `state` block asks for, shared across reloads while the block is unchanged
 /// (the same Redis connection; the same memory store when absent).
 pub fn state_store(warm: &Warm, cfg: Option<&StateConfig>) -> Result<Store, Problems> {
-    let plan = state::config::plan(cfg)?;
+    let plan = state::config::plan(cfg, &|name| warm.resolve_path(name))?;
     let metrics = warm.pinned("state:metrics", || {
         state::metrics::StateMetrics::new(&warm.metrics.registry)
             .unwrap_or_else(|_| state::metrics::StateMetrics::detached())
