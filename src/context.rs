@@ -19,12 +19,15 @@ use prometheus::IntGauge;
 use tokio::task::AbortHandle;
 
 use crate::metrics::Metrics;
+use crate::outbound::Outbound;
 
 /// Building the context failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
     #[error("cannot build HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("cannot start the outbound runtime: {0}")]
+    Runtime(#[from] std::io::Error),
 }
 
 struct Entry {
@@ -48,6 +51,10 @@ struct Store {
 /// reload) runs on.
 pub struct Context {
     pub control: tokio::runtime::Handle,
+    /// The request-time client (token exchanges, key fetches): its own runtime, deadlines,
+    /// bounded bodies, no redirects unless asked.
+    pub outbound: Outbound,
+    /// A redirect-following client for code that has not moved onto `outbound` yet.
     pub http: reqwest::Client,
     pub metrics: Arc<Metrics>,
     /// `check` builds without side effects (no file rewrites, no background refresh).
@@ -109,6 +116,7 @@ impl Context {
             .user_agent(concat!("authedge/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Context {
+            outbound: Outbound::new(control.clone())?,
             control,
             http,
             metrics,
@@ -116,6 +124,13 @@ impl Context {
             config_dir: None,
             store: Mutex::new(Store::default()),
         })
+    }
+
+    /// Run outbound calls on `runtime` instead of the control runtime (`run` gives them a
+    /// runtime with worker threads of their own).
+    pub fn with_outbound(mut self, runtime: tokio::runtime::Handle) -> Result<Self, ContextError> {
+        self.outbound = Outbound::new(runtime)?;
+        Ok(self)
     }
 
     /// Resolve relative file names in the config against the config file's directory.

@@ -12,6 +12,7 @@ pub mod headers;
 pub mod identity;
 pub mod lognoise;
 pub mod metrics;
+pub mod outbound;
 pub mod proxy;
 pub mod reload;
 pub mod routing;

@@ -132,9 +132,12 @@ pub fn run(path: PathBuf) -> Result<(), String> {
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
     }
     let rt = control_runtime()?;
+    let out_rt = crate::outbound::runtime()
+        .map_err(|e| format!("cannot start the outbound runtime: {e}"))?;
     let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
     let warm = Arc::new(
         Context::new(rt.handle().clone(), metrics.clone(), false)
+            .and_then(|c| c.with_outbound(out_rt.handle().clone()))
             .map_err(|e| e.to_string())?
             .with_config_dir(&path),
     );
@@ -198,7 +201,8 @@ pub fn run(path: PathBuf) -> Result<(), String> {
     std::fs::write(&pid_file, format!("{pid}\n"))
         .map_err(|e| format!("server.pid_file {pid_file}: cannot write: {e}"))?;
     tracing::info!(routes, generation, pid, pid_file = %pid_file, config = %path.display(), "authedge starting");
-    // Keep the control runtime alive for the life of the process.
+    // Keep the control and outbound runtimes alive for the life of the process.
     std::mem::forget(rt);
+    std::mem::forget(out_rt);
     server.run_forever()
 }

@@ -1,33 +1,25 @@
-//! Opaque tokens sealed with XChaCha20-Poly1305 under a ring of named keys.
+//! Opaque tokens: the edge's own bearer tokens, sealed with the generic [`Sealer`] of
+//! [`crate::tokens::seal`] (XChaCha20-Poly1305 under a ring of named keys, domain
+//! `opaque-token`, the realm name as context, an empty label).
 //!
-//! A token is URL-safe base64 (no padding) of
-//! `version(1) | key id length(1) | key id | nonce(24) | ciphertext + tag(16)`.
-//! The version and key id are in the clear and authenticated as associated data; the sealed
-//! payload is `issued_at_ms(i64 BE) | expires_at(i64 BE, unix seconds) | token id(16) | user id`.
-//!
-//! Each key's AEAD key is SHA-256 over a domain label, a context (the realm name) and the
-//! configured secret, so two instances with the same realm name and keys accept each other's
+//! The sealed payload is `issued_at_ms(i64 BE) | expires_at(i64 BE, unix seconds) | token
+//! id(16) | user id`. Two instances with the same realm name and keys accept each other's
 //! tokens, while a token of one realm never opens in another realm that reuses a secret. The
 //! first key of the ring seals; every listed key opens (rotation without logging anyone out).
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use chacha20poly1305::aead::Aead;
-use chacha20poly1305::aead::Payload;
-use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-const VERSION: u8 = 1;
-const NONCE_LEN: usize = 24;
-const TAG_LEN: usize = 16;
+use crate::tokens::seal::Sealer;
+pub use crate::tokens::seal::{
+    valid_key_id, KeyError, OpenError, SealError, MAX_KEY_ID, MIN_SECRET,
+};
+
 const FIXED_PAYLOAD: usize = 8 + 8 + 16;
-/// Longest key id (bytes); ids are `[A-Za-z0-9._-]`.
-pub const MAX_KEY_ID: usize = 64;
+const DOMAIN: &str = "opaque-token";
+/// Opaque tokens bind no label (tokens issued before labels existed stay valid).
+const LABEL: &[u8] = b"";
 /// Longest user id (bytes) a token can carry.
 pub const MAX_USER_ID: usize = 255;
-/// Shortest secret accepted for a key.
-pub const MIN_SECRET: usize = 32;
 /// Longest token text `open` looks at; anything longer is malformed.
 pub const MAX_TOKEN_LEN: usize = 1024;
 
@@ -44,104 +36,27 @@ pub struct Claims {
     pub token_id: [u8; 16],
 }
 
-/// Why a token did not open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpenError {
-    /// Not base64, too short or long, unknown version, bad payload.
-    Malformed,
-    /// The key id is not in the ring (rotated out, or never ours).
-    UnknownKey,
-    /// Authentication failed: tampered, or sealed by another key/realm.
-    BadSeal,
-    Expired,
-}
-
-/// Why sealing failed (only on absurd input).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SealError(pub &'static str);
-
-struct RingKey {
-    id: Box<[u8]>,
-    cipher: XChaCha20Poly1305,
-}
-
 /// The keys of one realm: the first seals, all open.
+#[derive(Debug)]
 pub struct Keyring {
-    keys: Vec<RingKey>,
-}
-
-impl std::fmt::Debug for Keyring {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ids: Vec<_> = self
-            .keys
-            .iter()
-            .map(|k| String::from_utf8_lossy(&k.id).into_owned())
-            .collect();
-        f.debug_struct("Keyring").field("key_ids", &ids).finish()
-    }
-}
-
-/// Whether a key id is acceptable (1 to 64 of `[A-Za-z0-9._-]`).
-pub fn valid_key_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_KEY_ID
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-fn derive(context: &[u8], secret: &[u8]) -> Zeroizing<[u8; 32]> {
-    let mut h = Sha256::new();
-    h.update(b"authedge/opaque-token/v1\0");
-    h.update((context.len() as u64).to_be_bytes());
-    h.update(context);
-    h.update(secret);
-    let mut out = Zeroizing::new([0u8; 32]);
-    out.copy_from_slice(&h.finalize());
-    out
+    sealer: Sealer,
 }
 
 impl Keyring {
     /// Build a ring. `keys` are `(id, secret)`, the sealing key first. Errors name the index.
-    pub fn new(context: &[u8], keys: &[(&str, &[u8])]) -> Result<Keyring, (usize, String)> {
-        if keys.is_empty() {
-            return Err((0, "at least one key is needed".into()));
-        }
-        let mut ring = Vec::with_capacity(keys.len());
-        for (i, (id, secret)) in keys.iter().enumerate() {
-            if !valid_key_id(id) {
-                return Err((
-                    i,
-                    format!("key id {id:?} must be 1 to 64 characters of A-Z a-z 0-9 . _ -"),
-                ));
-            }
-            if secret.len() < MIN_SECRET {
-                return Err((i, format!("secret must be at least {MIN_SECRET} bytes")));
-            }
-            if ring.iter().any(|k: &RingKey| &*k.id == id.as_bytes()) {
-                return Err((i, format!("key id {id:?} is listed twice")));
-            }
-            let key = derive(context, secret);
-            let cipher = XChaCha20Poly1305::new(&chacha20poly1305::Key::from(*key));
-            ring.push(RingKey {
-                id: id.as_bytes().into(),
-                cipher,
-            });
-        }
-        Ok(Keyring { keys: ring })
+    pub fn new(context: &[u8], keys: &[(&str, &[u8])]) -> Result<Keyring, KeyError> {
+        Ok(Keyring {
+            sealer: Sealer::new(DOMAIN, context, keys)?,
+        })
     }
 
     /// The id of the sealing key.
     pub fn sealing_key_id(&self) -> String {
-        self.keys
-            .first()
-            .map(|k| String::from_utf8_lossy(&k.id).into_owned())
-            .unwrap_or_default()
+        String::from_utf8_lossy(self.sealer.sealing_key_id()).into_owned()
     }
 
     /// Seal claims with the first key and a fresh random 192-bit nonce.
     pub fn seal(&self, claims: &Claims) -> Result<String, SealError> {
-        let key = self.keys.first().ok_or(SealError("empty key ring"))?;
         let uid = claims.user_id.as_bytes();
         if uid.is_empty() || uid.len() > MAX_USER_ID {
             return Err(SealError("user id length"));
@@ -151,68 +66,12 @@ impl Keyring {
         payload.extend_from_slice(&claims.expires_at.to_be_bytes());
         payload.extend_from_slice(&claims.token_id);
         payload.extend_from_slice(uid);
-
-        let header_len = 2 + key.id.len();
-        let mut out = Vec::with_capacity(header_len + NONCE_LEN + payload.len() + TAG_LEN);
-        out.push(VERSION);
-        out.push(key.id.len() as u8);
-        out.extend_from_slice(&key.id);
-        let nonce: [u8; NONCE_LEN] = rand::random();
-        let nonce = XNonce::from(nonce);
-        let sealed = key
-            .cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: &payload,
-                    aad: &out[..header_len],
-                },
-            )
-            .map_err(|_| SealError("encryption failed"))?;
-        out.extend_from_slice(nonce.as_slice());
-        out.extend_from_slice(&sealed);
-        Ok(URL_SAFE_NO_PAD.encode(out))
+        self.sealer.seal(LABEL, &payload)
     }
 
     /// Open a token: known key id, authentic, well formed, not expired at `now_ms`.
     pub fn open(&self, token: &str, now_ms: i64) -> Result<Claims, OpenError> {
-        if token.len() > MAX_TOKEN_LEN {
-            return Err(OpenError::Malformed);
-        }
-        let raw = URL_SAFE_NO_PAD
-            .decode(token)
-            .map_err(|_| OpenError::Malformed)?;
-        let (&version, rest) = raw.split_first().ok_or(OpenError::Malformed)?;
-        if version != VERSION {
-            return Err(OpenError::Malformed);
-        }
-        let (&id_len, rest) = rest.split_first().ok_or(OpenError::Malformed)?;
-        let id_len = id_len as usize;
-        if id_len == 0
-            || id_len > MAX_KEY_ID
-            || rest.len() < id_len + NONCE_LEN + TAG_LEN + FIXED_PAYLOAD + 1
-        {
-            return Err(OpenError::Malformed);
-        }
-        let (id, rest) = rest.split_at(id_len);
-        let key = self
-            .keys
-            .iter()
-            .find(|k| &*k.id == id)
-            .ok_or(OpenError::UnknownKey)?;
-        let (nonce, sealed) = rest.split_at(NONCE_LEN);
-        let nonce = XNonce::try_from(nonce).map_err(|_| OpenError::Malformed)?;
-        let payload = Zeroizing::new(
-            key.cipher
-                .decrypt(
-                    &nonce,
-                    Payload {
-                        msg: sealed,
-                        aad: &raw[..2 + id_len],
-                    },
-                )
-                .map_err(|_| OpenError::BadSeal)?,
-        );
+        let payload = self.sealer.open(LABEL, token, MAX_TOKEN_LEN)?;
         let claims = parse_payload(&payload).ok_or(OpenError::Malformed)?;
         if claims.expires_at.saturating_mul(1000) <= now_ms {
             return Err(OpenError::Expired);
@@ -240,6 +99,8 @@ fn parse_payload(p: &[u8]) -> Option<Claims> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
     use proptest::prelude::*;
 
     const S1: &[u8] = b"0123456789abcdef0123456789abcdef-one";
@@ -293,9 +154,11 @@ mod tests {
     #[test]
     fn config_errors() {
         assert!(Keyring::new(b"m", &[]).is_err());
-        assert_eq!(Keyring::new(b"m", &[("k", b"short")]).unwrap_err().0, 0);
+        assert_eq!(Keyring::new(b"m", &[("k", b"short")]).unwrap_err().index, 0);
         assert_eq!(
-            Keyring::new(b"m", &[("k", S1), ("k", S2)]).unwrap_err().0,
+            Keyring::new(b"m", &[("k", S1), ("k", S2)])
+                .unwrap_err()
+                .index,
             1
         );
         assert!(Keyring::new(b"m", &[("bad id", S1)]).is_err());

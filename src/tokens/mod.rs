@@ -2,3 +2,4 @@
 
 pub mod aead;
 pub mod jwks;
+pub mod seal;

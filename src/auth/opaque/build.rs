@@ -118,8 +118,8 @@ fn build_keyring(
     let pairs: Vec<(&str, &[u8])> = secrets.iter().map(|(id, s)| (*id, s.expose())).collect();
     match Keyring::new(name.as_bytes(), &pairs) {
         Ok(k) => Some(k),
-        Err((i, m)) => {
-            problems.push(format!("{path}.keys[{i}]"), m);
+        Err(e) => {
+            problems.push(format!("{path}.keys[{}]", e.index), e.reason);
             None
         }
     }

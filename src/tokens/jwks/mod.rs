@@ -6,8 +6,8 @@
 //! runtime every `refresh` interval (sooner when the JWKS `Cache-Control: max-age` says so), and
 //! refetched when a token names an unknown `kid` — single-flight and at most once per cooldown, so
 //! a flood of random kids never becomes a flood of fetches. A failed fetch keeps the last good
-//! keys. Every fetch runs on the control runtime (Pingora's workers are other runtimes, and the
-//! HTTP client's connections belong to the runtime that made them).
+//! keys. Every fetch runs on the outbound runtime through [`crate::outbound`] (Pingora's workers are
+//! other runtimes, and the HTTP client's connections belong to the runtime that made them).
 //!
 //! Keys that are refused when a JWKS is read: `use` other than `sig`, `key_ops` without
 //! `verify`, RSA moduli under 2048 bits, symmetric (`oct`) keys, unknown `kty`/`crv`/`alg`, and
@@ -18,9 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use bytes::Bytes;
 use jsonwebtoken::Algorithm;
 use prometheus::IntCounter;
 use serde_json::Value;
+
+use crate::outbound::{Call, Outbound};
 
 mod keys;
 #[cfg(test)]
@@ -122,8 +125,7 @@ pub fn url_allowed(url: &str, allow_http: bool) -> Result<(), String> {
 pub struct JwksCache {
     settings: JwksSettings,
     keys: ArcSwapOption<KeySet>,
-    http: reqwest::Client,
-    control: tokio::runtime::Handle,
+    outbound: Outbound,
     ok: IntCounter,
     err: IntCounter,
     /// Single-flight gate: the times of the last fetch attempt (any kind) and of the last
@@ -158,8 +160,7 @@ impl JwksCache {
             next: Mutex::new(settings.refresh),
             settings,
             keys: ArcSwapOption::empty(),
-            http: warm.http.clone(),
-            control: warm.control.clone(),
+            outbound: warm.outbound.clone(),
             gate: tokio::sync::Mutex::new(Gate::default()),
             fetches: AtomicU64::new(0),
             discovered: Mutex::new(None),
@@ -253,9 +254,9 @@ impl JwksCache {
             gate.last_unknown_kid = Some(now);
         }
         let me = self.clone();
-        // Run on the control runtime and wait for it there; if this caller goes away the fetch
+        // Run on the outbound runtime and wait for it there; if this caller goes away the fetch
         // still completes and stores its result.
-        let job = self.control.spawn(async move {
+        let job = self.outbound.runtime().spawn(async move {
             match tokio::time::timeout(FETCH_DEADLINE, me.fetch()).await {
                 Ok(r) => r,
                 Err(_) => Err("fetch timed out".to_string()),
@@ -332,7 +333,7 @@ impl JwksCache {
 
     async fn discover(&self, issuer: &str) -> Result<String, String> {
         let url = format!("{issuer}/.well-known/openid-configuration");
-        let (body, _) = get_bounded(&self.http, &url).await?;
+        let (body, _) = get_bounded(&self.outbound, &url).await?;
         let doc: Value = serde_json::from_slice(&body)
             .map_err(|e| format!("discovery document is not JSON: {e}"))?;
         match doc.get("issuer").and_then(Value::as_str) {
@@ -349,7 +350,7 @@ impl JwksCache {
     }
 
     async fn fetch_jwks(&self, uri: &str) -> Result<(KeySet, Option<Duration>), String> {
-        let (body, max_age) = get_bounded(&self.http, uri).await?;
+        let (body, max_age) = get_bounded(&self.outbound, uri).await?;
         let (set, skipped) = parse_jwks(&body, &self.settings.rsa_default)?;
         if skipped > 0 {
             tracing::debug!(provider = %self.settings.label, skipped, "JWKS keys skipped");
@@ -362,43 +363,25 @@ impl JwksCache {
 }
 
 /// GET a JSON document of at most [`MAX_DOCUMENT`] bytes; returns it with its `max-age`.
-async fn get_bounded(
-    http: &reqwest::Client,
-    url: &str,
-) -> Result<(Vec<u8>, Option<Duration>), String> {
-    let mut resp = http
-        .get(url)
-        .header(http::header::ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
-    if !resp.status().is_success() {
-        return Err(format!("GET {url}: status {}", resp.status()));
+async fn get_bounded(outbound: &Outbound, url: &str) -> Result<(Bytes, Option<Duration>), String> {
+    let call = Call::get(url)
+        .header(
+            http::header::ACCEPT,
+            http::HeaderValue::from_static("application/json"),
+        )
+        .max_body(MAX_DOCUMENT)
+        .deadline(FETCH_DEADLINE)
+        .follow_redirects(true);
+    let reply = outbound.send(call).await.map_err(|e| format!("GET {e}"))?;
+    if !reply.status.is_success() {
+        return Err(format!("GET {url}: status {}", reply.status));
     }
-    if resp
-        .content_length()
-        .map(|l| l as usize > MAX_DOCUMENT)
-        .unwrap_or(false)
-    {
-        return Err(format!(
-            "GET {url}: document larger than {MAX_DOCUMENT} bytes"
-        ));
-    }
-    let max_age = resp
-        .headers()
+    let max_age = reply
+        .headers
         .get(http::header::CACHE_CONTROL)
         .and_then(|v| v.to_str().ok())
         .and_then(max_age);
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("GET {url}: {e}"))? {
-        if body.len() + chunk.len() > MAX_DOCUMENT {
-            return Err(format!(
-                "GET {url}: document larger than {MAX_DOCUMENT} bytes"
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok((body, max_age))
+    Ok((reply.body, max_age))
 }
 
 /// `max-age` of a `Cache-Control` value (`no-store`/`no-cache` count as 0).
