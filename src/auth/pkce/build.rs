@@ -143,7 +143,10 @@ fn check_urls(
         callback: callback?,
     };
     if [&paths.authorize, &paths.authorization, &paths.token].contains(&&paths.callback) {
-        problems.push(cb_key, "the callback path must differ from the other endpoints");
+        problems.push(
+            cb_key,
+            "the callback path must differ from the other endpoints",
+        );
         return None;
     }
     prefix_ok.then_some(())?;
@@ -264,7 +267,8 @@ fn check_clients(
 }
 
 fn check_times(cfg: &PkceRealmConfig, path: &str, problems: &mut Problems) {
-    let within = |d: Duration, lo: u64, hi: u64| (lo..=hi).contains(&d.as_secs()) && d.as_secs() > 0;
+    let within =
+        |d: Duration, lo: u64, hi: u64| (lo..=hi).contains(&d.as_secs()) && d.as_secs() > 0;
     if !within(cfg.state_lifetime, 1, 3600) {
         problems.push(
             format!("{path}.state_lifetime"),
@@ -333,7 +337,13 @@ fn build_realm(
         single_use: cfg.single_use_codes,
         token_timeout: cfg.token_timeout,
         state: state.clone(),
-        limit: SharedLimit::new(state, &format!("pkce:{name}"), "client", rate, cfg.on_state_error),
+        limit: SharedLimit::new(
+            state,
+            &format!("pkce:{name}"),
+            "client",
+            rate,
+            cfg.on_state_error,
+        ),
         outbound: warm.outbound.clone(),
     });
     let authorize: Arc<dyn Endpoint> = Arc::new(AuthorizeEndpoint {

@@ -113,8 +113,7 @@ pub(crate) fn param<'a>(params: &'a [(Cow<'_, str>, Cow<'_, str>)], name: &str) 
 /// RFC 7636 §4.1: 43 to 128 characters of `[A-Za-z0-9-._~]` (verifiers and challenges alike).
 pub(crate) fn pkce_string(s: &str) -> bool {
     (43..=128).contains(&s.len())
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 

@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine;
-use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -150,12 +149,12 @@ async fn redeem(realm: &PkceRealm, params: &Params<'_>) -> Answer {
             Err(()) => return unavailable(),
         }
     }
-    let mut form = vec![
+    let form = [
         ("grant_type", "authorization_code"),
         ("code", flow.upstream_code.as_str()),
         ("redirect_uri", realm.callback_url.as_str()),
     ];
-    relay(realm, &mut form).await
+    relay(realm, &form).await
 }
 
 /// Record the code as redeemed until it expires: `Ok(false)` when it already was.
@@ -182,21 +181,30 @@ async fn refresh(realm: &PkceRealm, params: &Params<'_>) -> Answer {
     if let Some(scope) = param(params, "scope") {
         form.push(("scope", scope));
     }
-    relay(realm, &mut form).await
+    relay(realm, &form).await
+}
+
+/// RFC 6749 §2.3.1: the client id and secret are form-encoded before they go into Basic.
+fn form_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// Call `token_url` with the edge's credentials and relay status and body.
-async fn relay(realm: &PkceRealm, form: &mut Vec<(&str, &str)>) -> Answer {
+async fn relay(realm: &PkceRealm, form: &[(&str, &str)]) -> Answer {
     let secret = realm.client_secret.as_str();
+    let mut pairs: Vec<(String, String)> = form
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     if realm.token_auth == TokenAuth::Post {
-        form.push(("client_id", realm.client_id.as_str()));
-        form.push(("client_secret", secret));
+        pairs.push(("client_id".into(), realm.client_id.clone()));
+        pairs.push(("client_secret".into(), secret.to_string()));
     }
-    let mut call = Call::post_form(&realm.token_url, form.as_slice())
+    let mut call = Call::post_form(realm.token_url.as_str(), pairs)
         .deadline(realm.token_timeout)
         .max_body(MAX_REPLY);
     if realm.token_auth == TokenAuth::Basic {
-        call = call.basic_auth(&realm.client_id, secret);
+        call = call.basic_auth(form_encode(&realm.client_id), form_encode(secret));
     }
     let reply = match realm.outbound.send(call).await {
         Ok(r) => r,
@@ -205,7 +213,6 @@ async fn relay(realm: &PkceRealm, form: &mut Vec<(&str, &str)>) -> Answer {
             return unavailable();
         }
     };
-    let status = StatusCode::from_u16(reply.status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let json = reply
         .headers
         .get(http::header::CONTENT_TYPE)
@@ -214,7 +221,7 @@ async fn relay(realm: &PkceRealm, form: &mut Vec<(&str, &str)>) -> Answer {
     if !json {
         return Answer::Respond(oauth_error(StatusCode::BAD_GATEWAY, "server_error", None));
     }
-    let mut r = Reply::json(status, Bytes::from(reply.body.to_vec()));
+    let mut r = Reply::json(reply.status, reply.body);
     r.headers
         .push((http::header::PRAGMA, HeaderValue::from_static("no-cache")));
     Answer::Respond(r)
