@@ -164,3 +164,85 @@ proptest! {
         prop_assert!(FlowCode::open(&s, &t, 0).is_err());
     }
 }
+
+fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+    move |k| {
+        pairs
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    }
+}
+
+const PEER_ENV: &[(&str, &str)] = &[
+    ("PORT", "9000"),
+    ("OAUTH_CLIENT_ID", "edge"),
+    ("OAUTH_CLIENT_SECRET", "s"),
+    ("OAUTH_AUTH_URL", "https://idp.example/authorize"),
+    ("OAUTH_TOKEN_URL", "https://idp.example/token"),
+    ("OAUTH_REDIRECT_URL", "https://edge.example/callback"),
+    ("JWT_SIGNING_KEY", "a-jwt-signing-key"),
+    ("ENCRYPTION_KEY", "0123456789abcdef"),
+    (
+        "PKCE_CLIENTS",
+        "app=com.example.app:/cb|http://127.0.0.1:7/cb, cli=http://127.0.0.1:8/cb",
+    ),
+];
+
+#[test]
+fn dropin_builds_a_config_the_schema_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let y = super::dropin::yaml_from_env(&env_of(PEER_ENV), dir.path()).unwrap();
+    let cfg = crate::config::parse(&y).unwrap_or_else(|e| panic!("{e}\n{y}"));
+    assert_eq!(cfg.listeners[0].address.as_deref(), Some("0.0.0.0:9000"));
+    assert!(cfg.routes.is_empty());
+    let r = &cfg.pkce["proxy"];
+    assert_eq!(r.callback_url, "https://edge.example/callback");
+    assert_eq!(r.clients.len(), 2);
+    assert_eq!(
+        r.clients[0].redirect_uris,
+        vec!["com.example.app:/cb", "http://127.0.0.1:7/cb"]
+    );
+    // The key file holds both peer secrets, private to the owner.
+    let key = std::fs::read(dir.path().join("pkce-key")).unwrap();
+    assert_eq!(key, b"a-jwt-signing-key0123456789abcdef");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("pkce-key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0);
+}
+
+#[test]
+fn dropin_errors_name_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let without: Vec<(&str, &str)> = PEER_ENV
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != "PKCE_CLIENTS")
+        .collect();
+    let env = move |k: &str| {
+        without
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    };
+    let e = super::dropin::yaml_from_env(&env, dir.path()).unwrap_err();
+    assert!(
+        e.contains("PKCE_CLIENTS") && e.contains("open redirect"),
+        "{e}"
+    );
+    for bad in ["app", "=http://x/cb", "app=", ","] {
+        assert!(super::dropin::parse_clients(bad).is_err(), "{bad}");
+    }
+    let e = super::dropin::yaml_from_env(
+        &env_of(&[
+            ("PKCE_CLIENTS", "a=http://x/cb"),
+            ("OAUTH_CLIENT_ID", "edge"),
+        ]),
+        dir.path(),
+    )
+    .unwrap_err();
+    assert!(e.contains("OAUTH_CLIENT_SECRET"), "{e}");
+}
