@@ -708,3 +708,49 @@ pkce:
         assert!(text.contains(key), "{key} not in:\n{text}");
     }
 }
+
+/// Two instances sharing Redis: a code redeemed at A is refused by B itself (not by the
+/// provider), and with Redis gone a redemption is a 503, never a second success.
+#[test]
+fn codes_are_single_use_across_instances_through_redis() {
+    let mut redis = common::redis::Redis::start(free_port(), false);
+    let op_port = free_port();
+    let extra = format!(
+        "    rate_limit: {{ requests_per_second: 1000, burst: 1000 }}\n    on_state_error: allow\nstate:\n  redis:\n    url: redis://127.0.0.1:{}/0\n    key_prefix: \"pkce-test:\"\n    timeout: 200ms\n",
+        redis.port
+    );
+    let a = Edge::start(&edge_yaml(op_port, &extra));
+    let b = Edge::start(&edge_yaml(op_port, &extra));
+    a.wait_ready();
+    b.wait_ready();
+    let op = Provider::start(op_port, provider_clients(&[a.url("/oauth/callback")]));
+    let pa = Proxy {
+        base: format!("http://127.0.0.1:{}", a.port),
+        authorize: "/oauth/authorize",
+        token: "/oauth/token",
+    };
+    let pb = Proxy {
+        base: format!("http://127.0.0.1:{}", b.port),
+        authorize: "/oauth/authorize",
+        token: "/oauth/token",
+    };
+    let (verifier, challenge) = pkce_pair(60);
+    let code = code_of(&pa.flow(&op, CLIENT, REDIRECT, &challenge), REDIRECT);
+    assert_eq!(pa.redeem(&code, &verifier, CLIENT, REDIRECT).0, 200);
+    let (status, v) = pb.redeem(&code, &verifier, CLIENT, REDIRECT);
+    assert_eq!(
+        (status, v["error_description"].as_str()),
+        (400, Some(OUR_DESCRIPTION))
+    );
+    assert!(redis
+        .cli(&["--scan", "--pattern", "pkce-test:*"])
+        .contains("pkce"));
+
+    let code = code_of(&pa.flow(&op, CLIENT, REDIRECT, &challenge), REDIRECT);
+    redis.stop();
+    let (status, v) = pb.redeem(&code, &verifier, CLIENT, REDIRECT);
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (503, Some("temporarily_unavailable"))
+    );
+}
