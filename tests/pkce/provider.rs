@@ -141,10 +141,11 @@ impl Browser {
     }
 
     fn absolute(&self, u: &str) -> String {
-        if u.starts_with("http") {
-            u.to_string()
-        } else {
+        // Only a path is relative (to the provider); anything else (http, a custom scheme) is kept.
+        if u.starts_with('/') {
             format!("{}{u}", self.provider)
+        } else {
+            u.to_string()
         }
     }
 
