@@ -224,3 +224,29 @@ fn key_rotation_by_reload() {
     assert_eq!((status, v["error"].as_str()), (400, Some("invalid_grant")));
     assert_eq!(a.redeem(&code3, &verifier, CLIENT, app).0, 200);
 }
+
+/// `single_use_codes: false`: the realm keeps no state, so a reused code reaches the provider,
+/// whose own single-use check is then all that stands (as with the stateless peer).
+#[test]
+fn a_stateless_realm_leaves_reuse_to_the_provider() {
+    let op_port = free_port();
+    let edge = Edge::start(&edge_yaml(
+        op_port,
+        "    rate_limit: { requests_per_second: 1000, burst: 1000 }\n    single_use_codes: false\n",
+    ));
+    let op = Provider::start(op_port, provider_clients(&[edge.url("/oauth/callback")]));
+    let a = Proxy {
+        base: format!("http://127.0.0.1:{}", edge.port),
+        authorize: "/oauth/authorize",
+        token: "/oauth/token",
+    };
+    let (verifier, challenge) = pkce_pair(43);
+    let code = code_of(&a.flow(&op, CLIENT, REDIRECT, &challenge), REDIRECT);
+    assert_eq!(a.redeem(&code, &verifier, CLIENT, REDIRECT).0, 200);
+    let (status, v) = a.redeem(&code, &verifier, CLIENT, REDIRECT);
+    assert_eq!((status, v["error"].as_str()), (400, Some("invalid_grant")));
+    assert_ne!(
+        v["error_description"], OUR_DESCRIPTION,
+        "the provider answered: {v}"
+    );
+}
