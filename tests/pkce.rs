@@ -213,6 +213,19 @@ fn refusals_authedge_versus_the_peer() {
     let (status, v) = a.redeem(&a_code, &verifier, CLIENT, REDIRECT);
     assert_eq!((status, v["error"].as_str()), (400, Some("invalid_grant")));
     assert_eq!(p.redeem(&p_code, &verifier, CLIENT, REDIRECT).0, 200);
+
+    // What authedge answered, by endpoint and result.
+    let m = |endpoint: &str, result: &str| {
+        s.edge.metric(&format!(
+            "authedge_pkce_total{{endpoint=\"{endpoint}\",realm=\"mobile\",result=\"{result}\"}}"
+        ))
+    };
+    assert_eq!(m("token", "reused"), 1.0);
+    assert_eq!(m("token", "issued"), 1.0);
+    assert_eq!(m("token", "refused"), 6.0);
+    assert_eq!(m("callback", "refused"), 1.0);
+    assert_eq!(m("callback", "code"), 3.0);
+    assert_eq!(m("authorize", "refused"), 3.0);
 }
 
 #[test]

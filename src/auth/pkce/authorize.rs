@@ -16,6 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use http::Method;
 
+use super::counters::Event;
 use super::sealed::{FlowCode, FlowState, MAX_CLIENT_STATE, MAX_UPSTREAM_CODE};
 use super::{
     invalid_request, method_not_allowed, param, pkce_string, redirect, unique_params, PkceRealm,
@@ -53,7 +54,15 @@ impl Endpoint for AuthorizeEndpoint {
         if let Some(stop) = self.realm.over_limit(req).await {
             return stop;
         }
-        authorize(&self.realm, req.query.unwrap_or(""))
+        let answer = authorize(&self.realm, req.query.unwrap_or(""));
+        self.realm.counters.inc(match &answer {
+            Answer::Respond(r) if r.status == http::StatusCode::FOUND => Event::AuthorizeRedirect,
+            Answer::Respond(r) if r.status == http::StatusCode::SERVICE_UNAVAILABLE => {
+                Event::Unavailable
+            }
+            _ => Event::AuthorizeRefused,
+        });
+        answer
     }
 }
 
@@ -128,7 +137,9 @@ impl Endpoint for CallbackEndpoint {
         if let Some(stop) = self.realm.over_limit(req).await {
             return stop;
         }
-        callback(&self.realm, req.query.unwrap_or(""))
+        let (answer, event) = callback(&self.realm, req.query.unwrap_or(""));
+        self.realm.counters.inc(event);
+        answer
     }
 }
 
@@ -140,23 +151,24 @@ fn error_text(s: &str, max: usize) -> bool {
             .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E))
 }
 
-fn callback(realm: &PkceRealm, query: &str) -> Answer {
+fn callback(realm: &PkceRealm, query: &str) -> (Answer, Event) {
+    let refused = |d: &'static str| (invalid_request(d), Event::CallbackRefused);
     let Some(params) = unique_params(query) else {
-        return invalid_request("a parameter is repeated or malformed");
+        return refused("a parameter is repeated or malformed");
     };
     let Some(state) = param(&params, "state") else {
-        return invalid_request("state is required");
+        return refused("state is required");
     };
     let now = super::sealed::now_s();
     let Ok(flow) = FlowState::open(&realm.sealer, state, now) else {
-        return invalid_request("invalid or expired state");
+        return refused("invalid or expired state");
     };
     // The client list may have changed by a reload since the state was sealed.
     if !realm.allowed(&flow.client_id, &flow.redirect_uri) {
-        return invalid_request("unknown client_id or unregistered redirect_uri");
+        return refused("unknown client_id or unregistered redirect_uri");
     }
     let Ok(mut target) = url::Url::parse(&flow.redirect_uri) else {
-        return invalid_request("unregistered redirect_uri");
+        return refused("unregistered redirect_uri");
     };
     if let Some(error) = param(&params, "error") {
         let error = if error_text(error, 64) {
@@ -173,13 +185,13 @@ fn callback(realm: &PkceRealm, query: &str) -> Answer {
             q.append_pair("state", &flow.client_state);
         }
         drop(q);
-        return redirect(&target);
+        return (redirect(&target), Event::CallbackError);
     }
     let Some(code) = param(&params, "code").filter(|c| !c.is_empty()) else {
-        return invalid_request("code is required");
+        return refused("code is required");
     };
     if code.len() > MAX_UPSTREAM_CODE {
-        return invalid_request("code is too long");
+        return refused("code is too long");
     }
     let sealed = FlowCode {
         expires_at: now.saturating_add(realm.code_lifetime.as_secs()),
@@ -190,7 +202,7 @@ fn callback(realm: &PkceRealm, query: &str) -> Answer {
     }
     .seal(&realm.sealer);
     let Some(sealed) = sealed else {
-        return super::unavailable();
+        return (super::unavailable(), Event::Unavailable);
     };
     {
         let mut q = target.query_pairs_mut();
@@ -199,5 +211,5 @@ fn callback(realm: &PkceRealm, query: &str) -> Answer {
             q.append_pair("state", &flow.client_state);
         }
     }
-    redirect(&target)
+    (redirect(&target), Event::CallbackCode)
 }

@@ -345,6 +345,7 @@ fn build_realm(
             cfg.on_state_error,
         ),
         outbound: warm.outbound.clone(),
+        counters: super::counters::Counters::new(warm, name),
     });
     let authorize: Arc<dyn Endpoint> = Arc::new(AuthorizeEndpoint {
         realm: realm.clone(),

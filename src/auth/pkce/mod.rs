@@ -12,11 +12,13 @@
 //!
 //! No state between the steps ([`sealed`]); a redeemed code is recorded in the shared state until
 //! it expires so it is redeemed once (`single_use_codes`, memory or Redis). Rate limits per
-//! client address on all three endpoints. [`dropin`] reads the peer's environment variables.
+//! client address on all three endpoints; [`counters`] count the answers. [`dropin`] reads the
+//! peer's environment variables.
 
 mod authorize;
 mod build;
 pub mod config;
+pub mod counters;
 pub mod dropin;
 pub mod sealed;
 mod token;
@@ -57,6 +59,7 @@ pub struct PkceRealm {
     pub(crate) state: Store,
     pub(crate) limit: SharedLimit,
     pub(crate) outbound: Outbound,
+    pub(crate) counters: counters::Counters,
 }
 
 impl PkceRealm {
@@ -70,7 +73,12 @@ impl PkceRealm {
     /// One request of this client address against the realm's budget; `Some` when it stops.
     pub(crate) async fn over_limit(&self, req: &RequestView<'_>) -> Option<Answer> {
         let key = client_key(req.client_ip).to_string();
-        match self.limit.check(&key).await.err()? {
+        let stop = self.limit.check(&key).await.err()?;
+        match stop {
+            Stop::Limited(_) => self.counters.inc(counters::Event::RateLimited),
+            Stop::Unavailable => self.counters.inc(counters::Event::Unavailable),
+        }
+        match stop {
             Stop::Limited(wait) => {
                 let mut r = oauth_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", None);
                 r.headers

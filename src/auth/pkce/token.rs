@@ -16,6 +16,7 @@ use http::{HeaderValue, Method, StatusCode};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::counters::Event;
 use super::sealed::{now_s, FlowCode};
 use super::{
     invalid_request, method_not_allowed, oauth_error, param, pkce_string, unavailable,
@@ -77,22 +78,31 @@ impl Endpoint for TokenEndpoint {
             return stop;
         }
         let Some(body) = form_body(req) else {
+            realm.counters.inc(Event::TokenRefused);
             return invalid_request("the body must be application/x-www-form-urlencoded");
         };
         let Some(params) = unique_params(body) else {
+            realm.counters.inc(Event::TokenRefused);
             return invalid_request("a parameter is repeated or malformed");
         };
-        match param(&params, "grant_type") {
+        let (answer, event) = match param(&params, "grant_type") {
             Some("authorization_code") => redeem(realm, &params).await,
             Some("refresh_token") => refresh(realm, &params).await,
-            Some(_) => grant_error(
+            Some(_) => refused(grant_error(
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
                 "authorization_code or refresh_token",
-            ),
-            None => invalid_request("grant_type is required"),
-        }
+            )),
+            None => refused(invalid_request("grant_type is required")),
+        };
+        realm.counters.inc(event);
+        answer
     }
+}
+
+/// A refusal by the edge itself.
+fn refused(a: Answer) -> (Answer, Event) {
+    (a, Event::TokenRefused)
 }
 
 type Params<'a> = [(std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>)];
@@ -117,36 +127,40 @@ pub(crate) fn verifier_matches(verifier: &str, challenge: &str) -> bool {
     bool::from(computed.as_bytes().ct_eq(challenge.as_bytes()))
 }
 
-async fn redeem(realm: &PkceRealm, params: &Params<'_>) -> Answer {
+async fn redeem(realm: &PkceRealm, params: &Params<'_>) -> (Answer, Event) {
     let client_id = match known_client(realm, params) {
         Ok(c) => c,
-        Err(a) => return a,
+        Err(a) => return refused(a),
     };
     let (Some(code), Some(verifier), Some(redirect_uri)) = (
         param(params, "code"),
         param(params, "code_verifier"),
         param(params, "redirect_uri"),
     ) else {
-        return invalid_request("code, code_verifier and redirect_uri are required");
+        return refused(invalid_request(
+            "code, code_verifier and redirect_uri are required",
+        ));
     };
     if !pkce_string(verifier) {
-        return invalid_request("code_verifier must be 43 to 128 unreserved characters");
+        return refused(invalid_request(
+            "code_verifier must be 43 to 128 unreserved characters",
+        ));
     }
     let now = now_s();
     let Ok(flow) = FlowCode::open(&realm.sealer, code, now) else {
-        return invalid_grant();
+        return refused(invalid_grant());
     };
     if flow.client_id != client_id
         || flow.redirect_uri != redirect_uri
         || !verifier_matches(verifier, &flow.challenge)
     {
-        return invalid_grant();
+        return refused(invalid_grant());
     }
     if realm.single_use {
         match first_redemption(realm, &flow, now).await {
             Ok(true) => {}
-            Ok(false) => return invalid_grant(),
-            Err(()) => return unavailable(),
+            Ok(false) => return (invalid_grant(), Event::TokenReused),
+            Err(()) => return (unavailable(), Event::Unavailable),
         }
     }
     let form = [
@@ -170,12 +184,12 @@ async fn first_redemption(realm: &PkceRealm, flow: &FlowCode, now: u64) -> Resul
         .map_err(|e| tracing::debug!(error = %e, "pkce code record failed"))
 }
 
-async fn refresh(realm: &PkceRealm, params: &Params<'_>) -> Answer {
+async fn refresh(realm: &PkceRealm, params: &Params<'_>) -> (Answer, Event) {
     if let Err(a) = known_client(realm, params) {
-        return a;
+        return refused(a);
     }
     let Some(token) = param(params, "refresh_token").filter(|t| !t.is_empty()) else {
-        return invalid_request("refresh_token is required");
+        return refused(invalid_request("refresh_token is required"));
     };
     let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", token)];
     if let Some(scope) = param(params, "scope") {
@@ -190,7 +204,7 @@ fn form_encode(s: &str) -> String {
 }
 
 /// Call `token_url` with the edge's credentials and relay status and body.
-async fn relay(realm: &PkceRealm, form: &[(&str, &str)]) -> Answer {
+async fn relay(realm: &PkceRealm, form: &[(&str, &str)]) -> (Answer, Event) {
     let secret = realm.client_secret.as_str();
     let mut pairs: Vec<(String, String)> = form
         .iter()
@@ -210,7 +224,7 @@ async fn relay(realm: &PkceRealm, form: &[(&str, &str)]) -> Answer {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(realm = %realm.name, error = %e, "pkce token call failed");
-            return unavailable();
+            return (unavailable(), Event::Unavailable);
         }
     };
     let json = reply
@@ -219,10 +233,16 @@ async fn relay(realm: &PkceRealm, form: &[(&str, &str)]) -> Answer {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"));
     if !json {
-        return Answer::Respond(oauth_error(StatusCode::BAD_GATEWAY, "server_error", None));
+        let bad = oauth_error(StatusCode::BAD_GATEWAY, "server_error", None);
+        return (Answer::Respond(bad), Event::TokenUpstreamRefused);
     }
+    let event = if reply.status.is_success() {
+        Event::TokenIssued
+    } else {
+        Event::TokenUpstreamRefused
+    };
     let mut r = Reply::json(reply.status, reply.body);
     r.headers
         .push((http::header::PRAGMA, HeaderValue::from_static("no-cache")));
-    Answer::Respond(r)
+    (Answer::Respond(r), event)
 }
