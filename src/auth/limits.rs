@@ -19,18 +19,29 @@ pub struct RateLimitConfig {
     pub burst: u32,
 }
 
+/// A rate limit that cannot be enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RateError {
+    #[error("requests_per_second must be between 0.0001 and 1000000")]
+    OutOfRange,
+    #[error("burst must be at least 1")]
+    NoBurst,
+    #[error("requests_per_second is too large")]
+    TooFast,
+}
+
 impl RateLimitConfig {
-    /// The rate, or a message saying what is wrong.
-    pub fn rate(&self) -> Result<Rate, String> {
+    /// The rate, or what is wrong with it.
+    pub fn rate(&self) -> Result<Rate, RateError> {
         let rps = self.requests_per_second;
         if !rps.is_finite() || !(0.0001..=1_000_000.0).contains(&rps) {
-            return Err("requests_per_second must be between 0.0001 and 1000000".into());
+            return Err(RateError::OutOfRange);
         }
         if self.burst == 0 {
-            return Err("burst must be at least 1".into());
+            return Err(RateError::NoBurst);
         }
         if Duration::from_secs_f64(1.0 / rps) < Duration::from_micros(1) {
-            return Err("requests_per_second is too large".into());
+            return Err(RateError::TooFast);
         }
         Ok(Rate {
             per_second: rps,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 
-use crate::config::secret::SecretSource;
+use crate::config::secret::{SecretError, SecretSource};
 use crate::tokens::jwks::{parse_jwk, parse_jwks, rsa_key, JwksCache, KeySet, VerifyKey};
 
 /// Where one provider's keys live.
@@ -33,16 +33,27 @@ impl Keys {
     }
 }
 
+/// Why an HMAC secret was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HmacKeyError {
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("an HMAC secret needs at least 32 bytes")]
+    Short,
+    #[error("this looks like a PEM or JWK key, not an HMAC secret")]
+    LooksLikePublicKey,
+}
+
 /// An HMAC key set from a secret (at least 32 bytes: shorter secrets are guessable offline).
-pub fn hmac_keys(secret: &SecretSource, algs: Vec<Algorithm>) -> Result<KeySet, String> {
+pub fn hmac_keys(secret: &SecretSource, algs: Vec<Algorithm>) -> Result<KeySet, HmacKeyError> {
     let s = secret.resolve()?;
     if s.expose().len() < 32 {
-        return Err("an HMAC secret needs at least 32 bytes".into());
+        return Err(HmacKeyError::Short);
     }
     // A public key is public: as an HMAC secret it would let anyone sign (HS/RS confusion).
     let text = String::from_utf8_lossy(s.expose());
     if text.contains("-----BEGIN") || text.trim_start().starts_with('{') {
-        return Err("this looks like a PEM or JWK key, not an HMAC secret".into());
+        return Err(HmacKeyError::LooksLikePublicKey);
     }
     Ok(KeySet::new(vec![VerifyKey {
         kid: None,

@@ -3,7 +3,9 @@
 
 use std::net::IpAddr;
 
-pub use crate::auth::limits::{client_key, OnStateError, RateLimitConfig, SharedLimit, Stop};
+pub use crate::auth::limits::{
+    client_key, OnStateError, RateError, RateLimitConfig, SharedLimit, Stop,
+};
 use crate::context::Warm;
 
 /// The token endpoint's per-username limits. A username is limited per (username, client
