@@ -101,13 +101,16 @@ fn refusals_authedge_versus_the_peer() {
     let (a, p) = (s.authedge(), s.peer());
     let (verifier, challenge) = pkce_pair(64);
 
-    // A plain challenge, or none: both refuse at authorize.
-    for proxy in [&a, &p] {
-        let mut params = Proxy::params(CLIENT, REDIRECT, &verifier);
-        params[4] = ("code_challenge_method", "plain");
-        let step = Browser::new(&s.op.base).get(&proxy.authorize_url(&params));
-        assert_eq!((step.status, step.location), (400, None), "{}", proxy.base);
-    }
+    // A plain challenge: both refuse at authorize; authedge sends the error back to the
+    // client's (checked) redirect URI, the peer answers 400 itself.
+    let mut plain = Proxy::params(CLIENT, REDIRECT, &verifier);
+    plain[4] = ("code_challenge_method", "plain");
+    let step = Browser::new(&s.op.base).get(&a.authorize_url(&plain));
+    let l = step.location.unwrap_or_default();
+    assert!(l.starts_with(REDIRECT) && q(&l, "code").is_none(), "{l}");
+    assert_eq!(q(&l, "error").as_deref(), Some("invalid_request"));
+    let step = Browser::new(&s.op.base).get(&p.authorize_url(&plain));
+    assert_eq!((step.status, step.location), (400, None));
     // An unlisted redirect_uri: authedge refuses without redirecting; the peer takes it, and
     // after the login sends the code to the attacker's URI (its open redirect).
     let step =
@@ -247,12 +250,6 @@ fn authorize_and_token_requests_are_checked() {
             "prefix of a uri",
             replace(&base, "redirect_uri", "http://127.0.0.1:9/c"),
         ),
-        ("response_type", replace(&base, "response_type", "token")),
-        (
-            "short challenge",
-            replace(&base, "code_challenge", &challenge[..42]),
-        ),
-        ("bad charset", replace(&base, "code_challenge", &plus)),
         (
             "request object",
             [base.clone(), vec![("request", "x.y.z")]].concat(),
@@ -278,6 +275,45 @@ fn authorize_and_token_requests_are_checked() {
             "{what}: {}",
             step.body
         );
+    }
+    // Once client and redirect URI check out, errors go back to it (RFC 6749 §4.1.2.1), with
+    // the client's state and never a code.
+    let no_method: Vec<(&str, &str)> = base
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != "code_challenge_method")
+        .collect();
+    let back: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+        (
+            "response_type",
+            replace(&base, "response_type", "token"),
+            "unsupported_response_type",
+        ),
+        (
+            "plain",
+            replace(&base, "code_challenge_method", "plain"),
+            "invalid_request",
+        ),
+        ("no method", no_method, "invalid_request"),
+        (
+            "short challenge",
+            replace(&base, "code_challenge", &challenge[..42]),
+            "invalid_request",
+        ),
+        (
+            "bad charset",
+            replace(&base, "code_challenge", &plus),
+            "invalid_request",
+        ),
+    ];
+    for (what, params, error) in back {
+        let step = get(&params);
+        assert_eq!(step.status, 302, "{what}");
+        let l = step.location.unwrap_or_default();
+        assert!(l.starts_with(REDIRECT), "{what}: {l}");
+        assert_eq!(q(&l, "error").as_deref(), Some(error), "{what}");
+        assert_eq!(q(&l, "state").as_deref(), Some("client-state-1"), "{what}");
+        assert!(q(&l, "code").is_none(), "{what}");
     }
     // The callback refuses a missing or foreign state, and duplicated parameters.
     let c = client();

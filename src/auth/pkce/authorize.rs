@@ -5,7 +5,9 @@
 //! client `state`; every parameter at most once. They are sealed into the upstream `state` and
 //! the browser goes to the authorization server with the edge's client id and callback; other
 //! parameters (`scope`, `nonce`, `prompt`, ...) pass through once. `request` and `request_uri`
-//! (which could carry another redirect URI or client) are refused.
+//! (which could carry another redirect URI or client) are refused. Until client and redirect URI
+//! check out, errors are a 400 page; after that they go back to the client's URI as
+//! `error=...&state=...` (RFC 6749 §4.1.2.1).
 //!
 //! `GET <callback>`: opens the state (expired, tampered or foreign: 400, and no redirect, since
 //! the URI is unchecked), then redirects to the client's URI with a sealed downstream `code` and
@@ -54,46 +56,53 @@ impl Endpoint for AuthorizeEndpoint {
         if let Some(stop) = self.realm.over_limit(req).await {
             return stop;
         }
-        let answer = authorize(&self.realm, req.query.unwrap_or(""));
-        self.realm.counters.inc(match &answer {
-            Answer::Respond(r) if r.status == http::StatusCode::FOUND => Event::AuthorizeRedirect,
-            Answer::Respond(r) if r.status == http::StatusCode::SERVICE_UNAVAILABLE => {
-                Event::Unavailable
-            }
-            _ => Event::AuthorizeRefused,
-        });
+        let (answer, event) = authorize(&self.realm, req.query.unwrap_or(""));
+        self.realm.counters.inc(event);
         answer
     }
 }
 
-fn authorize(realm: &PkceRealm, query: &str) -> Answer {
+fn authorize(realm: &PkceRealm, query: &str) -> (Answer, Event) {
+    let refused = |d: &'static str| (invalid_request(d), Event::AuthorizeRefused);
     let Some(params) = unique_params(query) else {
-        return invalid_request("a parameter is repeated or malformed");
+        return refused("a parameter is repeated or malformed");
     };
     if params.iter().any(|(k, _)| REFUSED.contains(&k.as_ref())) {
-        return invalid_request("request objects are not supported");
+        return refused("request objects are not supported");
     }
     let (Some(client_id), Some(redirect_uri)) =
         (param(&params, "client_id"), param(&params, "redirect_uri"))
     else {
-        return invalid_request("client_id and redirect_uri are required");
+        return refused("client_id and redirect_uri are required");
     };
     if !realm.allowed(client_id, redirect_uri) {
-        return invalid_request("unknown client_id or unregistered redirect_uri");
+        return refused("unknown client_id or unregistered redirect_uri");
     }
-    if param(&params, "response_type") != Some("code") {
-        return invalid_request("response_type must be code");
-    }
-    if param(&params, "code_challenge_method") != Some("S256") {
-        return invalid_request("code_challenge_method must be S256");
-    }
-    let Some(challenge) = param(&params, "code_challenge").filter(|c| pkce_string(c)) else {
-        return invalid_request("code_challenge must be 43 to 128 unreserved characters");
-    };
     let client_state = param(&params, "state").unwrap_or("");
     if client_state.len() > MAX_CLIENT_STATE {
-        return invalid_request("state is too long");
+        return refused("state is too long");
     }
+    // The redirect URI checked out: later errors go back to it (RFC 6749 §4.1.2.1).
+    let back = |error: &str, description: &str| {
+        let pairs = [
+            ("error", error),
+            ("error_description", description),
+            ("state", client_state),
+        ];
+        (to_client(redirect_uri, &pairs), Event::AuthorizeRefused)
+    };
+    if param(&params, "response_type") != Some("code") {
+        return back("unsupported_response_type", "response_type must be code");
+    }
+    if param(&params, "code_challenge_method") != Some("S256") {
+        return back("invalid_request", "code_challenge_method must be S256");
+    }
+    let Some(challenge) = param(&params, "code_challenge").filter(|c| pkce_string(c)) else {
+        return back(
+            "invalid_request",
+            "code_challenge must be 43 to 128 unreserved characters",
+        );
+    };
     let flow = FlowState {
         expires_at: super::sealed::now_s().saturating_add(realm.state_lifetime.as_secs()),
         challenge: challenge.to_string(),
@@ -102,7 +111,7 @@ fn authorize(realm: &PkceRealm, query: &str) -> Answer {
         client_state: client_state.to_string(),
     };
     let Some(sealed) = flow.seal(&realm.sealer) else {
-        return super::unavailable();
+        return (super::unavailable(), Event::Unavailable);
     };
     let mut url = realm.authorization_url.clone();
     {
@@ -115,7 +124,22 @@ fn authorize(realm: &PkceRealm, query: &str) -> Answer {
             q.append_pair(k, v);
         }
     }
-    redirect(&url)
+    (redirect(&url), Event::AuthorizeRedirect)
+}
+
+/// A 302 to the client's (checked) redirect URI with these parameters added; empty values are
+/// left out.
+fn to_client(redirect_uri: &str, pairs: &[(&str, &str)]) -> Answer {
+    let Ok(mut target) = url::Url::parse(redirect_uri) else {
+        return invalid_request("unregistered redirect_uri");
+    };
+    {
+        let mut q = target.query_pairs_mut();
+        for (k, v) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
+            q.append_pair(k, v);
+        }
+    }
+    redirect(&target)
 }
 
 /// `GET <callback path>`.
@@ -167,25 +191,21 @@ fn callback(realm: &PkceRealm, query: &str) -> (Answer, Event) {
     if !realm.allowed(&flow.client_id, &flow.redirect_uri) {
         return refused("unknown client_id or unregistered redirect_uri");
     }
-    let Ok(mut target) = url::Url::parse(&flow.redirect_uri) else {
-        return refused("unregistered redirect_uri");
-    };
     if let Some(error) = param(&params, "error") {
         let error = if error_text(error, 64) {
             error
         } else {
             "server_error"
         };
-        let mut q = target.query_pairs_mut();
-        q.append_pair("error", error);
-        if let Some(d) = param(&params, "error_description").filter(|d| error_text(d, 512)) {
-            q.append_pair("error_description", d);
-        }
-        if !flow.client_state.is_empty() {
-            q.append_pair("state", &flow.client_state);
-        }
-        drop(q);
-        return (redirect(&target), Event::CallbackError);
+        let description = param(&params, "error_description")
+            .filter(|d| error_text(d, 512))
+            .unwrap_or("");
+        let pairs = [
+            ("error", error),
+            ("error_description", description),
+            ("state", flow.client_state.as_str()),
+        ];
+        return (to_client(&flow.redirect_uri, &pairs), Event::CallbackError);
     }
     let Some(code) = param(&params, "code").filter(|c| !c.is_empty()) else {
         return refused("code is required");
@@ -198,18 +218,15 @@ fn callback(realm: &PkceRealm, query: &str) -> (Answer, Event) {
         upstream_code: code.to_string(),
         challenge: flow.challenge,
         client_id: flow.client_id,
-        redirect_uri: flow.redirect_uri,
+        redirect_uri: flow.redirect_uri.clone(),
     }
     .seal(&realm.sealer);
     let Some(sealed) = sealed else {
         return (super::unavailable(), Event::Unavailable);
     };
-    {
-        let mut q = target.query_pairs_mut();
-        q.append_pair("code", &sealed);
-        if !flow.client_state.is_empty() {
-            q.append_pair("state", &flow.client_state);
-        }
-    }
-    (redirect(&target), Event::CallbackCode)
+    let pairs = [
+        ("code", sealed.as_str()),
+        ("state", flow.client_state.as_str()),
+    ];
+    (to_client(&flow.redirect_uri, &pairs), Event::CallbackCode)
 }
