@@ -119,6 +119,9 @@ pub async fn compile(
     };
     let mut endpoints = Endpoints::default();
     let realms = build_realms(&cfg, warm, &state, source, &mut endpoints, &mut problems).await;
+    for (path, eps) in crate::auth::pkce::build_realms(&cfg.pkce, warm, &state, &mut problems) {
+        register(&mut endpoints, eps, &path, &mut problems);
+    }
     let shared = Shared {
         warm,
         state: &state,
@@ -163,7 +166,7 @@ pub async fn compile(
             None
         }
     };
-    if cfg.routes.is_empty() {
+    if cfg.routes.is_empty() && endpoints.is_empty() {
         problems.push("routes", "no routes: every request would get 404");
     }
     let Some(router) = router.filter(|_| problems.is_empty()) else {

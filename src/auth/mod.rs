@@ -8,7 +8,9 @@
 
 pub mod endpoint;
 pub mod jwt;
+pub mod limits;
 pub mod opaque;
+pub mod pkce;
 pub mod probe;
 pub mod request;
 pub mod signed;

@@ -32,9 +32,14 @@ pub struct FileConfig {
     /// Named opaque-token realms (users, keys, token endpoint), used by `opaque` filters.
     #[serde(default)]
     pub opaque: BTreeMap<String, OpaqueRealmConfig>,
+    /// Named PKCE realms (an authorization server without PKCE, the clients it serves).
+    #[serde(default)]
+    pub pkce: BTreeMap<String, crate::auth::pkce::PkceRealmConfig>,
     /// Shared state (Redis); memory when absent.
     #[serde(default)]
     pub state: Option<crate::state::StateConfig>,
+    /// May be empty only when the config serves endpoints (a `pkce` realm alone).
+    #[serde(default)]
     pub routes: Vec<RouteConfig>,
     /// Notes from a drop-in reader (parts of a foreign config that are not run), logged at load.
     #[serde(skip)]
