@@ -192,7 +192,19 @@ routes:
         (Some("PERMISSION_DENIED"), Some("insufficient_scope")),
         "{v}"
     );
-    let v = call("grpc/echo.py", &[&target, "/down.Echo/Unary", "x", &token]);
+    // An RS256 token for a provider whose keys never loaded (its signature cannot matter).
+    let b64 = |v: Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let down = format!(
+        "{}.{}.c2ln",
+        b64(serde_json::json!({"alg": "RS256", "kid": "k1", "typ": "JWT"})),
+        b64(
+            serde_json::json!({"iss": format!("http://127.0.0.1:{closed}/idp"), "sub": "s", "exp": 4102444800u64})
+        )
+    );
+    let v = call("grpc/echo.py", &[&target, "/down.Echo/Unary", "x", &down]);
     assert_eq!(
         (v["code"].as_str(), v["details"].as_str()),
         (Some("UNAVAILABLE"), Some("keys_unavailable")),

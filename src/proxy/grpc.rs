@@ -31,9 +31,11 @@ pub fn code(status: StatusCode) -> &'static str {
     }
 }
 
-/// Write the trailers-only answer: 200, `content-type: application/grpc`, `grpc-status`,
-/// `grpc-message` (the short reason word, never request data) and the denial's headers
-/// (`WWW-Authenticate`, `Retry-After`).
+/// Write the gRPC answer: 200, `content-type: application/grpc` and the denial's headers
+/// (`WWW-Authenticate`, `Retry-After`), then no message and `grpc-status` with `grpc-message`
+/// (the short reason word, never request data). On HTTP/2 the status goes in trailers
+/// (Pingora ends a header-only response with an empty DATA frame, which gRPC clients do not
+/// take as trailers-only); on HTTP/1.1 in the headers.
 pub async fn write_denial(
     session: &mut Session,
     status: StatusCode,
@@ -41,24 +43,31 @@ pub async fn write_denial(
     reason: &'static str,
     close: bool,
 ) -> Result<()> {
-    let mut resp = ResponseHeader::build(StatusCode::OK, Some(headers.len() + 4))?;
-    resp.insert_header(header::CONTENT_TYPE, "application/grpc")?;
-    resp.insert_header(GRPC_STATUS.clone(), code(status))?;
     let message = if reason.is_empty() {
         status.canonical_reason().unwrap_or("error")
     } else {
         reason
     };
-    resp.insert_header(GRPC_MESSAGE.clone(), message)?;
+    let code = HeaderValue::from_static(code(status));
+    let message = HeaderValue::from_static(message);
+    let mut resp = ResponseHeader::build(StatusCode::OK, Some(headers.len() + 4))?;
+    resp.insert_header(header::CONTENT_TYPE, "application/grpc")?;
     for (n, v) in headers {
         resp.append_header(n.clone(), v.clone())?;
     }
-    if !session.is_http2() {
-        resp.insert_header(header::CONTENT_LENGTH, 0)?;
-        if close {
-            session.set_keepalive(None);
-            resp.insert_header(header::CONNECTION, "close")?;
-        }
+    if session.is_http2() {
+        session.write_response_header(Box::new(resp), false).await?;
+        let mut trailers = http::HeaderMap::with_capacity(2);
+        trailers.insert(GRPC_STATUS.clone(), code);
+        trailers.insert(GRPC_MESSAGE.clone(), message);
+        return session.write_response_trailers(trailers).await;
+    }
+    resp.insert_header(GRPC_STATUS.clone(), code)?;
+    resp.insert_header(GRPC_MESSAGE.clone(), message)?;
+    resp.insert_header(header::CONTENT_LENGTH, 0)?;
+    if close {
+        session.set_keepalive(None);
+        resp.insert_header(header::CONNECTION, "close")?;
     }
     session.write_response_header(Box::new(resp), true).await
 }
