@@ -92,11 +92,30 @@ fn provider() -> Option<Arc<CryptoProvider>> {
     CryptoProvider::get_default().cloned()
 }
 
+/// A certificate chain and its key (`prefix` names them in problems: `cert`/`key` or
+/// `sni[1].cert`/`sni[1].key`).
+fn load_named(
+    prefix: &str,
+    cert: &str,
+    key: &str,
+) -> Result<Arc<CertifiedKey>, Vec<(String, String)>> {
+    let name = |k: &str| match prefix {
+        "" => k.to_string(),
+        p => format!("{p}.{k}"),
+    };
+    let missing: Vec<(String, String)> = [("cert", cert), ("key", key)]
+        .into_iter()
+        .filter(|(_, f)| std::fs::metadata(f).is_err())
+        .map(|(k, f)| (name(k), format!("cannot read {f}")))
+        .collect();
+    if !missing.is_empty() {
+        return Err(missing);
+    }
+    load_pair(cert, key).map_err(|e| vec![(name("cert"), e)])
+}
+
 /// A certificate chain and its key, checked to belong together.
 fn load_pair(cert: &str, key: &str) -> Result<Arc<CertifiedKey>, String> {
-    for f in [cert, key] {
-        std::fs::metadata(f).map_err(|e| format!("cannot read {f}: {e}"))?;
-    }
     let (certs, key_der) = match pingora::tls::load_certs_and_key_files(cert, key) {
         Ok(Some(pair)) => pair,
         Ok(None) => {
@@ -114,14 +133,14 @@ fn load_pair(cert: &str, key: &str) -> Result<Arc<CertifiedKey>, String> {
 
 fn load_set(cfg: &TlsConfig) -> Result<CertSet, Vec<(String, String)>> {
     let mut errs = Vec::new();
-    let default = load_pair(&cfg.cert, &cfg.key).map_err(|e| errs.push(("cert".into(), e)));
+    let default = load_named("", &cfg.cert, &cfg.key).map_err(|e| errs.extend(e));
     let mut exact = HashMap::new();
     let mut wildcard = HashMap::new();
     for (i, s) in cfg.sni.iter().enumerate() {
-        let ck = match load_pair(&s.cert, &s.key) {
+        let ck = match load_named(&format!("sni[{i}]"), &s.cert, &s.key) {
             Ok(ck) => ck,
             Err(e) => {
-                errs.push((format!("sni[{i}].cert"), e));
+                errs.extend(e);
                 continue;
             }
         };
