@@ -94,7 +94,7 @@ fn seen(body: &str) -> Value {
     v
 }
 
-fn config(tls_port: u16, upstream: &str, listeners_extra: &str) -> String {
+fn config(tls_port: u16, upstream: &str, listeners_extra: &str, tls_extra: &str) -> String {
     format!(
         r#"
 server: {{ threads: 1, pid_file: "{{dir}}/pid", upgrade_sock: "{{dir}}/upgrade.sock" }}
@@ -104,11 +104,12 @@ listeners:
     tls:
       cert: default.pem
       key: default.key
-      sni: [ {{ names: [b.test, "*.wild.test"], cert: b.pem, key: b.key }} ]
+      sni: [ {{ names: [b.test, "*.wild.test"], cert: b.pem, key: b.key }} ]{tls_extra}
 metrics: {{ address: "127.0.0.1:{{metrics_port}}" }}
 upstreams: {{ up: {{ url: "{upstream}" }} }}
 routes:
   - {{ id: public, path: /public, upstream: up, public: true }}
+  - {{ id: only-b, host: b.test, path: /only-b, upstream: up, public: true }}
   - id: jwt
     path: /jwt
     upstream: up
@@ -119,7 +120,11 @@ routes:
 
 /// Start an edge whose TLS files (relative names) sit next to its config.
 fn start(tls_port: u16, up: &EchoUpstream, extra: &str) -> Edge {
-    let yaml = config(tls_port, &up.url(), extra);
+    start_tls(tls_port, up, extra, "")
+}
+
+fn start_tls(tls_port: u16, up: &EchoUpstream, extra: &str, tls_extra: &str) -> Edge {
+    let yaml = config(tls_port, &up.url(), extra, tls_extra);
     Edge::start_with_files(&yaml, |dir| {
         cert(dir, "default", &["localhost"], "0x1001");
         cert(dir, "b", &["b.test", "*.wild.test"], "0x2002");
@@ -166,6 +171,28 @@ fn h2_over_tls_by_alpn_public_and_jwt_routes_match_http1() {
             subject
         );
     }
+    // `:authority` is the routing host (and SNI picked b.test's certificate: curl checks it).
+    let b_ca = edge.dir.path().join("b.pem");
+    let b_resolve = format!("b.test:{tls_port}:127.0.0.1");
+    let b = |path: &str| {
+        let url = format!("https://b.test:{tls_port}{path}");
+        let args = [
+            "--http2",
+            "--cacert",
+            b_ca.to_str().unwrap(),
+            "--resolve",
+            &b_resolve,
+        ];
+        curl(&args, &url, &[])
+    };
+    let (v, s, body) = b("/only-b/x");
+    assert_eq!((v.as_str(), s), ("2", 200), "{body}");
+    assert_eq!(seen(&body)["headers"]["host"], format!("b.test:{tls_port}"));
+    assert_eq!(
+        tls("--http2", "/only-b/x", &[]).1,
+        404,
+        "another :authority"
+    );
     // Denials on h2 are the same answers.
     let (v, s, body) = tls("--http2", "/jwt/y", &[]);
     assert_eq!((v.as_str(), s, body.as_str()), ("2", 401, "unauthorized\n"));
@@ -245,10 +272,31 @@ fn h2c_prior_knowledge_only_where_configured() {
         401
     );
 
-    // A listener without h2c does not speak HTTP/2 in the clear.
-    let other = start(free_port(), &up, "");
+    // A listener without h2c does not speak HTTP/2 in the clear, and a TLS listener with
+    // `alpn: [http/1.1]` does not offer h2.
+    let tls_port = free_port();
+    let other = start_tls(tls_port, &up, "", "\n      alpn: [http/1.1]");
     let (_, s, _) = curl(&["--http2-prior-knowledge"], &other.url("/public/x"), &[]);
     assert_ne!(s, 200, "h2c answered on a listener without h2c: true");
+    let ca = other.dir.path().join("default.pem");
+    let resolve = format!("localhost:{tls_port}:127.0.0.1");
+    let args = [
+        "--http2",
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--resolve",
+        &resolve,
+    ];
+    let (v, s, _) = curl(
+        &args,
+        &format!("https://localhost:{tls_port}/public/x"),
+        &[],
+    );
+    assert_eq!(
+        (v.as_str(), s),
+        ("1.1", 200),
+        "alpn: [http/1.1] keeps HTTP/1.1"
+    );
 }
 
 #[test]
@@ -261,6 +309,25 @@ fn certificates_rotate_on_sighup_and_are_chosen_by_sni() {
     assert_eq!(served_serial(tls_port, "b.test"), "2002");
     assert_eq!(served_serial(tls_port, "x.wild.test"), "2002");
     assert_eq!(served_serial(tls_port, "unknown.test"), "1001");
+    // TLS 1.2 is the minimum: a TLS 1.1 handshake fails, 1.2 works.
+    let handshake = |flag: &str| {
+        let script = format!(
+            "openssl s_client -connect 127.0.0.1:{tls_port} -servername localhost {flag} \
+             -cipher DEFAULT@SECLEVEL=0 </dev/null 2>&1"
+        );
+        let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let v12 = handshake("-tls1_2");
+    assert!(
+        v12.contains("Protocol  : TLSv1.2") || v12.contains("TLSv1.2"),
+        "{v12}"
+    );
+    let v11 = handshake("-tls1_1");
+    assert!(
+        !v11.contains("BEGIN CERTIFICATE"),
+        "a TLS 1.1 handshake succeeded: {v11}"
+    );
 
     // Rotate the default certificate in place (new files renamed over the old ones), SIGHUP.
     let staging = tempfile::tempdir().unwrap();
