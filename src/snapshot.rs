@@ -107,6 +107,10 @@ pub async fn compile(
     source: Option<&Path>,
 ) -> Result<Snapshot, Problems> {
     let mut problems = Problems::default();
+    let mut cfg = cfg;
+    for t in cfg.listeners.iter_mut().filter_map(|l| l.tls.as_mut()) {
+        crate::tls::resolve_paths(t, |f| warm.resolve_path(f));
+    }
     check_server(&cfg, &mut problems);
     let (standard, mut owned) = identity_headers(&cfg, &mut problems);
     let upstreams = build_upstreams(&cfg, &mut problems);
@@ -241,10 +245,12 @@ fn check_listener(l: &ListenerConfig, p: &str, problems: &mut Problems) {
         _ => problems.push(p, "give exactly one of address or unix"),
     }
     if let Some(tls) = &l.tls {
-        for (k, f) in [("cert", &tls.cert), ("key", &tls.key)] {
-            if std::fs::metadata(f).is_err() {
-                problems.push(format!("{p}.tls.{k}"), format!("cannot read {f}"));
-            }
+        crate::tls::check(tls, p, problems);
+        if l.h2c {
+            problems.push(
+                format!("{p}.h2c"),
+                "h2c is for plain listeners; TLS offers h2 by alpn",
+            );
         }
     }
 }

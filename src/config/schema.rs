@@ -134,6 +134,9 @@ pub struct ListenerConfig {
     /// Which proxy serves this listener (default: the authenticating reverse proxy).
     #[serde(default)]
     pub role: ListenerRole,
+    /// Plain listeners: also serve HTTP/2 with prior knowledge (h2c); HTTP/1.1 still works.
+    #[serde(default)]
+    pub h2c: bool,
 }
 
 /// The proxy role a listener serves. Each role is its own Pingora service with its own
@@ -149,6 +152,26 @@ pub enum ListenerRole {
 #[derive(Debug, Deserialize, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
+    /// The default certificate chain and key (PEM; relative to the config file's directory).
+    pub cert: String,
+    pub key: String,
+    /// Protocols offered by ALPN, in preference order: `[h2, http/1.1]`, `[h2]` or `[http/1.1]`.
+    #[serde(default = "default_alpn")]
+    pub alpn: Vec<String>,
+    /// More certificates, chosen by the client's SNI (see `crate::tls`).
+    #[serde(default)]
+    pub sni: Vec<SniCertConfig>,
+}
+
+fn default_alpn() -> Vec<String> {
+    vec!["h2".into(), "http/1.1".into()]
+}
+
+/// A certificate served to clients asking for one of `names` (`*.example.com`: one label).
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SniCertConfig {
+    pub names: Vec<String>,
     pub cert: String,
     pub key: String,
 }
@@ -266,6 +289,12 @@ pub struct UpstreamConfig {
     /// Replace the request's `Host` header.
     #[serde(default)]
     pub host_header: Option<String>,
+    /// Speak HTTP/2 to an `https://` upstream (ALPN h2), e.g. for gRPC.
+    #[serde(default)]
+    pub http2: bool,
+    /// Speak HTTP/2 with prior knowledge to an `http://` upstream (h2c), e.g. for gRPC.
+    #[serde(default)]
+    pub h2c: bool,
 }
 
 fn default_connect() -> Duration {
