@@ -119,6 +119,12 @@ pub async fn compile(
     };
     let mut endpoints = Endpoints::default();
     let realms = build_realms(&cfg, warm, &state, source, &mut endpoints, &mut problems).await;
+    if let Some(kr) = &cfg.key_registry {
+        match crate::auth::signed::keyserver::build(kr, "key_registry", &state) {
+            Ok(ep) => register(&mut endpoints, vec![ep], "key_registry.path", &mut problems),
+            Err(p) => problems.0.extend(p.0),
+        }
+    }
     let shared = Shared {
         warm,
         state: &state,

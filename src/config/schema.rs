@@ -35,6 +35,9 @@ pub struct FileConfig {
     /// Shared state (Redis); memory when absent.
     #[serde(default)]
     pub state: Option<crate::state::StateConfig>,
+    /// A jwtproxy key registry served by the edge (keys kept in the shared state).
+    #[serde(default)]
+    pub key_registry: Option<crate::auth::signed::keyserver::KeyRegistryConfig>,
     pub routes: Vec<RouteConfig>,
     /// Notes from a drop-in reader (parts of a foreign config that are not run), logged at load.
     #[serde(skip)]

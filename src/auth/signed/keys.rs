@@ -98,7 +98,7 @@ impl std::fmt::Debug for Registry {
 }
 
 /// Whether a path segment may be put in a registry URL as it is.
-fn segment_ok(s: &str) -> bool {
+pub(crate) fn segment_ok(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 256
         && s.bytes()

@@ -16,6 +16,7 @@
 pub mod config;
 pub mod jwtproxy;
 pub mod keys;
+pub mod keyserver;
 pub mod token;
 
 use std::sync::Arc;
