@@ -108,6 +108,24 @@ fn add_role_services(
         }
         server.add_service(proxy);
     }
+    if mine(ListenerRole::Signer).next().is_some() {
+        let mut signer = pingora::proxy::http_proxy_service_with_name(
+            &server.configuration,
+            crate::signer::proxy::SignerProxy::new(current.clone()),
+            "authedge signer",
+        );
+        if let Some(app) = signer.app_logic_mut() {
+            let mut opts = pingora::apps::HttpServerOptions::default();
+            // Let CONNECT reach the signer's request_filter, which answers it (403 without a CA,
+            // as jwtproxy) and never tunnels; Pingora would answer 405 itself.
+            opts.allow_connect_method_proxying = true;
+            app.server_options = Some(opts);
+        }
+        for l in mine(ListenerRole::Signer) {
+            add_listener(&mut signer, l)?;
+        }
+        server.add_service(signer);
+    }
     Ok(())
 }
 

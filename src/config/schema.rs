@@ -38,6 +38,9 @@ pub struct FileConfig {
     /// A jwtproxy key registry served by the edge (keys kept in the shared state).
     #[serde(default)]
     pub key_registry: Option<crate::auth::signed::keyserver::KeyRegistryConfig>,
+    /// How `role: signer` listeners sign outgoing requests.
+    #[serde(default)]
+    pub signer: Option<crate::signer::SignerConfig>,
     pub routes: Vec<RouteConfig>,
     /// Notes from a drop-in reader (parts of a foreign config that are not run), logged at load.
     #[serde(skip)]
@@ -142,6 +145,8 @@ pub enum ListenerRole {
     /// The authenticating reverse proxy (`Edge`).
     #[default]
     ReverseProxy,
+    /// The forward proxy that signs outgoing requests (`signer:` block).
+    Signer,
 }
 
 #[derive(Debug, Deserialize, Clone, PartialEq)]

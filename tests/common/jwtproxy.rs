@@ -134,6 +134,18 @@ impl Jwtproxy {
         Self::start_in(dir, &signer)
     }
 
+    /// A jwtproxy verifier only, on a free port, in front of `upstream`: audience
+    /// `http://127.0.0.1:<its port>`, preshared key `k1` of issuer `svc-a`.
+    pub fn verifier(keys: &Keys, upstream: &str) -> Jwtproxy {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let cfg = format!(
+            "jwtproxy:\n  signer_proxy: {{ enabled: false }}\n  verifier_proxies:\n  - listen_addr: 127.0.0.1:{port}\n    verifier:\n      upstream: {upstream}\n      audience: http://127.0.0.1:{port}\n      key_server: {{ type: preshared, options: {{ issuer: svc-a, key_id: k1, public_key_path: {} }} }}\n",
+            keys.path("pub.pem")
+        );
+        Self::run(dir, port, &cfg)
+    }
+
     fn start(signer: &str) -> Jwtproxy {
         Self::start_in(tempfile::tempdir().unwrap(), signer)
     }
@@ -143,6 +155,10 @@ impl Jwtproxy {
         let cfg = format!(
             "jwtproxy:\n  signer_proxy:\n    listen_addr: 127.0.0.1:{port}\n    signer:\n      {signer}"
         );
+        Self::run(dir, port, &cfg)
+    }
+
+    fn run(dir: tempfile::TempDir, port: u16, cfg: &str) -> Jwtproxy {
         let file = dir.path().join("jwtproxy.yaml");
         std::fs::write(&file, cfg).unwrap();
         let log = std::fs::File::create(dir.path().join("jwtproxy.log")).unwrap();
@@ -155,7 +171,7 @@ impl Jwtproxy {
             .expect("start jwtproxy");
         wait_for(
             || TcpStream::connect(("127.0.0.1", port)).is_ok(),
-            "jwtproxy signer to listen",
+            "jwtproxy to listen",
         );
         Jwtproxy { port, child, dir }
     }
