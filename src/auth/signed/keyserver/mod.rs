@@ -18,10 +18,10 @@
 //! captured publish or delete cannot be replayed. Admin calls need `admin_secret` in
 //! `admin_header`. A state store that fails gives 503, never an approval.
 
+mod build;
 pub mod config;
 pub mod record;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,13 +32,13 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+pub use self::build::build;
 pub use self::config::KeyRegistryConfig;
 use self::record::{parse_rsa, same_key, Record};
 use super::keys::segment_ok;
 use super::token::{self, Origin, Rules};
-use crate::auth::endpoint::{Answer, Endpoint, EndpointAt};
-use crate::auth::{bearer_token, secs, unix_now, Denial, DenyReason, Reply, RequestView};
-use crate::config::Problems;
+use crate::auth::endpoint::{Answer, Endpoint};
+use crate::auth::{bearer_token, unix_now, Denial, DenyReason, Reply, RequestView};
 use crate::state::{StateError, Store};
 use crate::tokens::jwks::VerifyKey;
 
@@ -61,113 +61,6 @@ pub struct KeyRegistry {
     max_keys: usize,
     path: Box<str>,
     state: Store,
-}
-
-/// Check the block and build the endpoint with where it is served.
-pub fn build(
-    cfg: &KeyRegistryConfig,
-    path: &str,
-    state: &Store,
-) -> Result<(EndpointAt, Arc<dyn Endpoint>), Problems> {
-    let mut problems = Problems::default();
-    let p = &cfg.path;
-    if !p.starts_with('/') || !p.ends_with("/services/") || p.contains("//") {
-        problems.push(
-            format!("{path}.path"),
-            format!("{p:?} must start with / and end with /services/ (jwtproxy's protocol)"),
-        );
-    }
-    let audience = match &cfg.audience {
-        None => None,
-        Some(a) => {
-            let o = Origin::parse(a);
-            if o.is_none() {
-                problems.push(
-                    format!("{path}.audience"),
-                    format!("{a:?} is not an origin (scheme://host[:port])"),
-                );
-            }
-            o
-        }
-    };
-    for (i, s) in cfg.auto_approve.iter().enumerate() {
-        if !segment_ok(s) {
-            problems.push(
-                format!("{path}.auto_approve[{i}]"),
-                format!("{s:?} is not a service name (letters, digits, - _ . ~ + =)"),
-            );
-        }
-    }
-    for (key, d) in [
-        ("max_ttl", cfg.max_ttl),
-        ("cache_max_age", cfg.cache_max_age),
-        ("key_lifetime", cfg.key_lifetime),
-        ("pending_lifetime", cfg.pending_lifetime),
-    ] {
-        if d.is_zero() {
-            problems.push(format!("{path}.{key}"), "must be more than 0s");
-        }
-    }
-    if cfg.max_keys_per_service == 0 || cfg.max_keys_per_service > 256 {
-        problems.push(
-            format!("{path}.max_keys_per_service"),
-            "must be between 1 and 256",
-        );
-    }
-    let admin = admin(cfg, path, &mut problems);
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    let at = match &cfg.host {
-        Some(h) => EndpointAt::on_host(h, cfg.path.clone()),
-        None => EndpointAt::any_host(cfg.path.clone()),
-    };
-    let reg = KeyRegistry {
-        audience,
-        auto_approve: cfg.auto_approve.clone(),
-        admin,
-        max_skew: secs(cfg.max_skew),
-        max_ttl: secs(cfg.max_ttl),
-        cache_max_age: secs(cfg.cache_max_age),
-        key_lifetime: secs(cfg.key_lifetime),
-        pending_lifetime: secs(cfg.pending_lifetime),
-        max_keys: cfg.max_keys_per_service,
-        path: cfg.path.clone().into(),
-        state: state.clone(),
-    };
-    Ok((at.with_prefix(), Arc::new(reg)))
-}
-
-fn admin(
-    cfg: &KeyRegistryConfig,
-    path: &str,
-    problems: &mut Problems,
-) -> Option<(HeaderName, [u8; 32])> {
-    let src = cfg.admin_secret.as_ref()?;
-    let header = match HeaderName::from_bytes(cfg.admin_header.as_bytes()) {
-        Ok(h) => Some(h),
-        Err(_) => {
-            problems.push(format!("{path}.admin_header"), "not a header name");
-            None
-        }
-    };
-    match src.resolve() {
-        Ok(s) if s.expose().len() >= 16 => {
-            let digest: [u8; 32] = Sha256::digest(s.expose()).into();
-            header.map(|h| (h, digest))
-        }
-        Ok(_) => {
-            problems.push(
-                format!("{path}.admin_secret"),
-                "the admin secret must be at least 16 bytes",
-            );
-            None
-        }
-        Err(m) => {
-            problems.push(format!("{path}.admin_secret"), m);
-            None
-        }
-    }
 }
 
 /// Decode `%XX` in one path segment; `None` unless the result is a plain name.

@@ -1,6 +1,8 @@
 //! The registry endpoint against the memory store, with the demo key of conf/signed/ (svc-a,
 //! kid k1): publish → pending → approve → served; refusals record nothing; delete.
 
+use std::sync::Arc;
+
 use super::*;
 use crate::state::MemoryStore;
 use jsonwebtoken::{EncodingKey, Header};
