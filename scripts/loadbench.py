@@ -71,15 +71,17 @@ def cpu_seconds(pids):
     return total / TICK
 
 
-def wrk(url, headers=(), pids=(), seconds=None, tokens=None):
+def wrk(url, headers=(), pids=(), seconds=None, tokens=None, proxied=None):
     cmd = ["wrk", "-t1", f"-c{CONNS}", f"-d{seconds or DURATION}s", "--latency"]
     for h in headers:
         cmd += ["-H", h]
     if tokens:
         cmd += ["-s", os.path.join(HERE, "loadbench-tokens.lua")]
+    elif proxied:
+        cmd += ["-s", os.path.join(HERE, "loadbench-proxy.lua")]
     cmd.append(url)
-    if tokens:
-        cmd += ["--", tokens]
+    if tokens or proxied:
+        cmd += ["--", tokens or proxied]
     before = cpu_seconds(pids)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     cpu = cpu_seconds(pids) - before
@@ -250,6 +252,33 @@ http {{ access_log off; keepalive_requests 1000000;
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                         env={**os.environ, "GOMAXPROCS": "1"})
             procs.append(jwtproxy)
+            # The signers: jwtproxy's and authedge's (role: signer), same key, same upstream.
+            jsport, asport = free_port(), free_port()
+            with open(f"{work}/jwtproxy-signer.yaml", "w") as f:
+                f.write(f"""jwtproxy:
+  signer_proxy:
+    listen_addr: 127.0.0.1:{jsport}
+    signer:
+      issuer: svc-a
+      private_key: {{ type: preshared, options: {{ key_id: k1, private_key_path: {os.path.abspath(SIGNED_KEY)} }} }}
+""")
+            jwtproxy_signer = subprocess.Popen([jwtproxy_bin, "-config", f"{work}/jwtproxy-signer.yaml", "-log-level", "error"],
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                               env={**os.environ, "GOMAXPROCS": "1"})
+            procs.append(jwtproxy_signer)
+            with open(f"{work}/signer.yaml", "w") as f:
+                f.write(f"""server: {{ threads: 1, pid_file: "{work}/signer.pid", upgrade_sock: "{work}/signer.sock" }}
+listeners: [ {{ address: "127.0.0.1:{asport}", role: signer }} ]
+log: {{ access: false, level: warn }}
+upstreams: {{}}
+routes: []
+signer:
+  issuer: svc-a
+  private_key: {{ preshared: {{ key_id: k1, private_key_file: "{os.path.abspath(SIGNED_KEY)}" }} }}
+""")
+            edge_signer = subprocess.Popen([BIN, "run", "--config", f"{work}/signer.yaml"], stdout=subprocess.DEVNULL,
+                                           env={**os.environ, "RUST_LOG": "warn"})
+            procs.append(edge_signer)
         else:
             print(f"  note: no jwtproxy at {jwtproxy_bin}: the signed comparison is left out", file=sys.stderr)
         # A second instance, identical but for its state in a local redis-server (revocations
@@ -273,7 +302,7 @@ http {{ access_log off; keepalive_requests 1000000;
                                       env={**os.environ, "RUST_LOG": "warn"})
             procs.append(shared)
         for p in (up, hap, ngp, edge_port, metrics_port) + ((barep,) if bare else ()) + \
-                ((shared_port, shared_metrics) if shared else ()) + ((jport,) if jwtproxy else ()):
+                ((shared_port, shared_metrics) if shared else ()) + ((jport, jsport, asport) if jwtproxy else ()):
             wait_port(p)
         if shared:
             end = time.time() + 20
@@ -315,6 +344,11 @@ http {{ access_log off; keepalive_requests 1000000;
             targets += [("authedge signed", f"http://127.0.0.1:{edge_port}/signed", [], [edge.pid]),
                         ("jwtproxy verifier", f"http://127.0.0.1:{jport}/signed", [], tree(jwtproxy.pid))]
             signed = {"authedge signed", "jwtproxy verifier"}
+            targets += [("authedge signer", f"http://127.0.0.1:{asport}/", [], [edge_signer.pid]),
+                        ("jwtproxy signer", f"http://127.0.0.1:{jsport}/", [], tree(jwtproxy_signer.pid))]
+        # Signer targets: wrk connects to the signer and sends absolute-form requests for this URL.
+        proxied_target = f"http://127.0.0.1:{up}/"
+        proxied = {"authedge signer", "jwtproxy signer"} if jwtproxy else set()
         need = int(os.environ.get("SIGNED_TOKENS", str(15000 * DURATION)))
         # Round-robin: every repeat measures every target once, so drift on the machine hits all
         # targets alike instead of whichever ran last.
@@ -332,7 +366,8 @@ http {{ access_log off; keepalive_requests 1000000;
                 signed_tokens(tokens, need)
                 print(f"  round {rnd + 1}: {need} fresh tokens signed in {time.time() - t0:.1f}s", file=sys.stderr)
             for name, url, headers, pids in order.sample(targets, len(targets)):
-                runs[name].append(wrk(url, headers, pids, tokens=tokens if name in signed else None))
+                runs[name].append(wrk(url, headers, pids, tokens=tokens if name in signed else None,
+                                      proxied=proxied_target if name in proxied else None))
             if signed:
                 # Enough for the next round: 1.5x what the faster side used (a shortfall replays
                 # tokens, which fails the run rather than passing cheaply).
@@ -387,6 +422,13 @@ http {{ access_log off; keepalive_requests 1000000;
                   f"{a['rps']:.0f} req/s {a['cpu_us'] or 0:.1f} us CPU/req, jwtproxy {j['rps']:.0f} req/s "
                   f"{j['cpu_us'] or 0:.1f} us CPU/req; ratio (median of per-round ratios) "
                   f"{ratio('authedge signed', 'jwtproxy verifier'):.2f}, CPU per request "
+                  f"{(j['cpu_us'] or 0) / (a['cpu_us'] or 1):.2f}x less")
+        if proxied:
+            a, j = (next(r for r in results if r["name"] == n) for n in ("authedge signer", "jwtproxy signer"))
+            print(f"signers, absolute-form requests signed and forwarded (target authedge >= 3x jwtproxy): authedge "
+                  f"{a['rps']:.0f} req/s {a['cpu_us'] or 0:.1f} us CPU/req, jwtproxy {j['rps']:.0f} req/s "
+                  f"{j['cpu_us'] or 0:.1f} us CPU/req; ratio (median of per-round ratios) "
+                  f"{ratio('authedge signer', 'jwtproxy signer'):.2f}, CPU per request "
                   f"{(j['cpu_us'] or 0) / (a['cpu_us'] or 1):.2f}x less")
         if shared_targets:
             print("\nshared state (Redis) vs memory state, same routes, medians of per-round ratios (target >= 0.85):")
