@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Load benchmark on loopback: one run measures, with wrk, the upstream directly, plain HAProxy
-and nginx reverse proxies to it, and authedge's routes (public, and jwt/opaque where configured)
-to the same upstream. Prints requests/s, p99 latency, CPU per request (user+system time of the
+and nginx reverse proxies to it, authedge's routes (public, and jwt/opaque where configured)
+to the same upstream, and authedge's `signed` route beside the real jwtproxy verifier
+(../shared/peers/bin/jwtproxy, or $JWTPROXY) on that upstream. Signed requests each carry a fresh
+token (signed before each round with the demo key conf/signed/svc-a.key, every token sent once:
+scripts/loadbench-tokens.lua), so every one costs an RS256 verify and a nonce. Prints requests/s, p99 latency, CPU per request (user+system time of the
 proxy's processes over the run, divided by requests) and ratios.
 
 Every target gets one worker thread/process so the comparison is per core. Bounded in time:
@@ -68,11 +71,17 @@ def cpu_seconds(pids):
     return total / TICK
 
 
-def wrk(url, headers=(), pids=(), seconds=None):
+def wrk(url, headers=(), pids=(), seconds=None, tokens=None, proxied=None):
     cmd = ["wrk", "-t1", f"-c{CONNS}", f"-d{seconds or DURATION}s", "--latency"]
     for h in headers:
         cmd += ["-H", h]
+    if tokens:
+        cmd += ["-s", os.path.join(HERE, "loadbench-tokens.lua")]
+    elif proxied:
+        cmd += ["-s", os.path.join(HERE, "loadbench-proxy.lua")]
     cmd.append(url)
+    if tokens or proxied:
+        cmd += ["--", tokens or proxied]
     before = cpu_seconds(pids)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     cpu = cpu_seconds(pids) - before
@@ -85,7 +94,8 @@ def wrk(url, headers=(), pids=(), seconds=None):
     sock = re.search(r"Socket errors: (.*)", out)
     if errors or sock:
         print(f"  warning: {url}: non-2xx={errors} socket errors={sock.group(1) if sock else 0}", file=sys.stderr)
-    return {"rps": rps, "p99_ms": p99, "cpu_us": (cpu / reqs * 1e6) if pids and reqs else None, "errors": errors}
+    return {"rps": rps, "p99_ms": p99, "cpu_us": (cpu / reqs * 1e6) if pids and reqs else None, "errors": errors,
+            "requests": reqs}
 
 
 def h2load(url, headers=(), pids=(), seconds=None):
@@ -126,6 +136,46 @@ def mint_rs256(work):
     sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key], input=signing_input,
                          check=True, capture_output=True).stdout
     return f"{header}.{claims}.{b64url(sig)}"
+
+
+SIGNED_KEY = os.path.join(HERE, "..", "conf", "signed", "svc-a.key")
+SIGNED_PUB = os.path.join(HERE, "..", "conf", "signed", "svc-a.pub.pem")
+SIGNED_AUD = "http://bench.signed"
+
+
+def _sign_chunk(count):
+    """`count` jwtproxy-style tokens (RS256, kid k1, iss svc-a, a 32-character jti each)."""
+    import secrets
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+    with open(SIGNED_KEY, "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), None)
+    now = int(time.time())
+    header = b64url(json.dumps({"alg": "RS256", "kid": "k1", "typ": "JWT"}).encode())
+    out = []
+    for _ in range(count):
+        claims = b64url(json.dumps({"iss": "svc-a", "aud": SIGNED_AUD, "iat": now, "nbf": now - 60,
+                                    "exp": now + 300, "jti": secrets.token_urlsafe(24)}).encode())
+        signing_input = f"{header}.{claims}".encode()
+        sig = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+        out.append(f"{signing_input.decode()}.{b64url(sig)}")
+    return out
+
+
+def signed_tokens(path, n):
+    """Write `n` fresh distinct tokens to `path`, one per line (signed on every core)."""
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
+        raise SystemExit("the signed benchmark needs Python's cryptography "
+                         "(apt-get install python3-cryptography)")
+    import multiprocessing
+    workers = os.cpu_count() or 1
+    with multiprocessing.Pool(workers) as pool:
+        chunks = pool.map(_sign_chunk, [n // workers + 1] * workers)
+    with open(path, "w") as f:
+        for c in chunks:
+            f.write("\n".join(c) + "\n")
 
 
 def opaque_token(port, path="/auth"):
@@ -199,6 +249,7 @@ http {{ access_log off; keepalive_requests 1000000;
         cfg = cfg.replace("{port}", str(edge_port)).replace("{metrics_port}", str(metrics_port))
         cfg = cfg.replace("{tls_port}", str(edge_tls))
         cfg = cfg.replace("{upstream}", str(up)).replace("{dir}", work)
+        cfg = cfg.replace("{signed_pub}", os.path.abspath(SIGNED_PUB))
         jwt = mint_rs256(work)
         bench_hash = subprocess.run([BIN, "hash-password"], input=b"bench-password\n", check=True,
                                     capture_output=True).stdout.decode().strip()
@@ -208,6 +259,57 @@ http {{ access_log off; keepalive_requests 1000000;
         edge = subprocess.Popen([BIN, "run", "--config", f"{work}/authedge.yaml"], stdout=subprocess.DEVNULL,
                                 env={**os.environ, "RUST_LOG": "warn"})
         procs.append(edge)
+        # The real jwtproxy verifier (one Go thread, as every target here gets one core) in front of
+        # the same upstream, with the same key and audience as authedge's signed route.
+        jwtproxy_bin = os.environ.get("JWTPROXY", os.path.join(HERE, "..", "..", "shared", "peers", "bin", "jwtproxy"))
+        jwtproxy = None
+        if os.path.exists(jwtproxy_bin):
+            jport = free_port()
+            with open(f"{work}/jwtproxy.yaml", "w") as f:
+                f.write(f"""jwtproxy:
+  signer_proxy: {{ enabled: false }}
+  verifier_proxies:
+  - listen_addr: 127.0.0.1:{jport}
+    verifier:
+      upstream: http://127.0.0.1:{up}/
+      audience: {SIGNED_AUD}
+      max_skew: 1m
+      max_ttl: 5m
+      key_server: {{ type: preshared, options: {{ issuer: svc-a, key_id: k1, public_key_path: {os.path.abspath(SIGNED_PUB)} }} }}
+""")
+            jwtproxy = subprocess.Popen([jwtproxy_bin, "-config", f"{work}/jwtproxy.yaml", "-log-level", "error"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        env={**os.environ, "GOMAXPROCS": "1"})
+            procs.append(jwtproxy)
+            # The signers: jwtproxy's and authedge's (role: signer), same key, same upstream.
+            jsport, asport = free_port(), free_port()
+            with open(f"{work}/jwtproxy-signer.yaml", "w") as f:
+                f.write(f"""jwtproxy:
+  signer_proxy:
+    listen_addr: 127.0.0.1:{jsport}
+    signer:
+      issuer: svc-a
+      private_key: {{ type: preshared, options: {{ key_id: k1, private_key_path: {os.path.abspath(SIGNED_KEY)} }} }}
+""")
+            jwtproxy_signer = subprocess.Popen([jwtproxy_bin, "-config", f"{work}/jwtproxy-signer.yaml", "-log-level", "error"],
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                               env={**os.environ, "GOMAXPROCS": "1"})
+            procs.append(jwtproxy_signer)
+            with open(f"{work}/signer.yaml", "w") as f:
+                f.write(f"""server: {{ threads: 1, pid_file: "{work}/signer.pid", upgrade_sock: "{work}/signer.sock" }}
+listeners: [ {{ address: "127.0.0.1:{asport}", role: signer }} ]
+log: {{ access: false, level: warn }}
+upstreams: {{}}
+routes: []
+signer:
+  issuer: svc-a
+  private_key: {{ preshared: {{ key_id: k1, private_key_file: "{os.path.abspath(SIGNED_KEY)}" }} }}
+""")
+            edge_signer = subprocess.Popen([BIN, "run", "--config", f"{work}/signer.yaml"], stdout=subprocess.DEVNULL,
+                                           env={**os.environ, "RUST_LOG": "warn"})
+            procs.append(edge_signer)
+        else:
+            print(f"  note: no jwtproxy at {jwtproxy_bin}: the signed comparison is left out", file=sys.stderr)
         # A second instance, identical but for its state in a local redis-server (revocations
         # mirrored through pub/sub, rate limits one Lua step per request).
         shared = None
@@ -230,7 +332,7 @@ http {{ access_log off; keepalive_requests 1000000;
                                       env={**os.environ, "RUST_LOG": "warn"})
             procs.append(shared)
         for p in (up, hap, hap_tls, ngp, edge_port, edge_tls, metrics_port) + ((barep,) if bare else ()) + \
-                ((shared_port, shared_metrics) if shared else ()):
+                ((shared_port, shared_metrics) if shared else ()) + ((jport, jsport, asport) if jwtproxy else ()):
             wait_port(p)
         if shared:
             end = time.time() + 20
@@ -265,6 +367,19 @@ http {{ access_log off; keepalive_requests 1000000;
             ("authedge public", f"http://127.0.0.1:{edge_port}/public", [], [edge.pid]),
         ] + [(s["name"], f"http://127.0.0.1:{edge_port}{s['path']}", s["headers"], [edge.pid]) for s in scenarios] \
           + [t[:4] for t in shared_targets]
+        # Targets whose every request needs a fresh token: the same tokens go to both (each has
+        # its own nonce store), fresh ones every round.
+        signed = set()
+        if jwtproxy:
+            targets += [("authedge signed", f"http://127.0.0.1:{edge_port}/signed", [], [edge.pid]),
+                        ("jwtproxy verifier", f"http://127.0.0.1:{jport}/signed", [], tree(jwtproxy.pid))]
+            signed = {"authedge signed", "jwtproxy verifier"}
+            targets += [("authedge signer", f"http://127.0.0.1:{asport}/", [], [edge_signer.pid]),
+                        ("jwtproxy signer", f"http://127.0.0.1:{jsport}/", [], tree(jwtproxy_signer.pid))]
+        # Signer targets: wrk connects to the signer and sends absolute-form requests for this URL.
+        proxied_target = f"http://127.0.0.1:{up}/"
+        proxied = {"authedge signer", "jwtproxy signer"} if jwtproxy else set()
+        need = int(os.environ.get("SIGNED_TOKENS", str(15000 * DURATION)))
         # Round-robin: every repeat measures every target once, so drift on the machine hits all
         # targets alike instead of whichever ran last.
         # The order inside a round is shuffled (seeded, so a run can be repeated): a fixed order
@@ -273,9 +388,21 @@ http {{ access_log off; keepalive_requests 1000000;
         import random
         order = random.Random(int(os.environ.get("SEED", "1")))
         runs = {name: [] for name, *_ in targets}
-        for _ in range(REPEATS):
+        for rnd in range(REPEATS):
+            tokens = None
+            if signed:
+                tokens = f"{work}/tokens-{rnd}.txt"
+                t0 = time.time()
+                signed_tokens(tokens, need)
+                print(f"  round {rnd + 1}: {need} fresh tokens signed in {time.time() - t0:.1f}s", file=sys.stderr)
             for name, url, headers, pids in order.sample(targets, len(targets)):
-                runs[name].append(wrk(url, headers, pids))
+                runs[name].append(wrk(url, headers, pids, tokens=tokens if name in signed else None,
+                                      proxied=proxied_target if name in proxied else None))
+            if signed:
+                # Enough for the next round: 1.5x what the faster side used (a shortfall replays
+                # tokens, which fails the run rather than passing cheaply).
+                used = max(runs[n][-1]["requests"] for n in signed)
+                need = max(need, int(used * 1.5) + 4 * CONNS)
         results = []
         for name, *_ in targets:
             med = dict(sorted(runs[name], key=lambda r: r["rps"])[len(runs[name]) // 2])
@@ -342,6 +469,20 @@ http {{ access_log off; keepalive_requests 1000000;
                 q = statistics.quantiles(ratios, n=4)
                 print(f"  {sc['name']:<22} vs public: median {statistics.median(ratios):.3f} "
                       f"(quartiles {q[0]:.3f}-{q[2]:.3f})")
+        if signed:
+            a, j = (next(r for r in results if r["name"] == n) for n in ("authedge signed", "jwtproxy verifier"))
+            print(f"\nsigned requests, every one a fresh token (target authedge >= 3x jwtproxy): authedge "
+                  f"{a['rps']:.0f} req/s {a['cpu_us'] or 0:.1f} us CPU/req, jwtproxy {j['rps']:.0f} req/s "
+                  f"{j['cpu_us'] or 0:.1f} us CPU/req; ratio (median of per-round ratios) "
+                  f"{ratio('authedge signed', 'jwtproxy verifier'):.2f}, CPU per request "
+                  f"{(j['cpu_us'] or 0) / (a['cpu_us'] or 1):.2f}x less")
+        if proxied:
+            a, j = (next(r for r in results if r["name"] == n) for n in ("authedge signer", "jwtproxy signer"))
+            print(f"signers, absolute-form requests signed and forwarded (target authedge >= 3x jwtproxy): authedge "
+                  f"{a['rps']:.0f} req/s {a['cpu_us'] or 0:.1f} us CPU/req, jwtproxy {j['rps']:.0f} req/s "
+                  f"{j['cpu_us'] or 0:.1f} us CPU/req; ratio (median of per-round ratios) "
+                  f"{ratio('authedge signer', 'jwtproxy signer'):.2f}, CPU per request "
+                  f"{(j['cpu_us'] or 0) / (a['cpu_us'] or 1):.2f}x less")
         if shared_targets:
             print("\nshared state (Redis) vs memory state, same routes, medians of per-round ratios (target >= 0.85):")
             for name, _, _, _, twin in shared_targets:

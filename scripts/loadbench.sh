@@ -12,6 +12,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   done
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
 fi
+# The signed benchmark signs its tokens with Python's cryptography.
+python3 -c 'import cryptography' 2>/dev/null || apt-get install -y -qq python3-cryptography >/dev/null 2>&1 \
+  || python3 -m pip install -q cryptography
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/authedge/target}"
 cargo build --profile dist --quiet --bin authedge --example bare_proxy
 exec python3 scripts/loadbench.py "$CARGO_TARGET_DIR/dist/authedge" "$CARGO_TARGET_DIR/dist/examples/bare_proxy"

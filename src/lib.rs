@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod reload;
 pub mod routing;
 pub mod server;
+pub mod signer;
 pub mod snapshot;
 pub mod state;
 pub mod tls;

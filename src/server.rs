@@ -120,6 +120,29 @@ fn add_role_services(
         }
         server.add_service(proxy);
     }
+    let signers: Vec<(usize, &ListenerConfig)> = listeners
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.role == ListenerRole::Signer)
+        .collect();
+    if !signers.is_empty() {
+        let mut signer = pingora::proxy::http_proxy_service_with_name(
+            &server.configuration,
+            crate::signer::proxy::SignerProxy::new(current.clone()),
+            "authedge signer",
+        );
+        if let Some(app) = signer.app_logic_mut() {
+            let mut opts = pingora::apps::HttpServerOptions::default();
+            // Let CONNECT reach the signer's request_filter, which answers it (403 without a CA,
+            // as jwtproxy) and never tunnels; Pingora would answer 405 itself.
+            opts.allow_connect_method_proxying = true;
+            app.server_options = Some(opts);
+        }
+        for (i, l) in signers {
+            add_listener(&mut signer, l, certs.store(i))?;
+        }
+        server.add_service(signer);
+    }
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use prometheus::{Histogram, IntCounter};
 use crate::auth::endpoint::EndpointAt;
 use crate::auth::{jwt, opaque, probe, signed, Built, Chain, Endpoint, Endpoints};
 use crate::config::schema::{
-    FileConfig, FilterConfig, ListenerConfig, LogConfig, MetricsConfig, ServerConfig,
+    FileConfig, FilterConfig, ListenerConfig, ListenerRole, LogConfig, MetricsConfig, ServerConfig,
 };
 use crate::config::Problems;
 pub use crate::context::{Context, Warm};
@@ -60,6 +60,8 @@ pub struct Snapshot {
     pub state: Store,
     /// Notes of a drop-in reader (e.g. a jwtproxy signer that is not run), logged at load.
     pub notes: Vec<String>,
+    /// The signer of `role: signer` listeners, when configured.
+    pub signer: Option<Arc<crate::signer::sign::Signer>>,
 }
 
 impl Snapshot {
@@ -126,6 +128,13 @@ pub async fn compile(
     for (path, eps) in crate::auth::pkce::build_realms(&cfg.pkce, warm, &state, &mut problems) {
         register(&mut endpoints, eps, &path, &mut problems);
     }
+    let signer = build_signer(&cfg, warm, &mut problems);
+    if let Some(kr) = &cfg.key_registry {
+        match crate::auth::signed::keyserver::build(kr, "key_registry", &state) {
+            Ok(ep) => register(&mut endpoints, vec![ep], "key_registry.path", &mut problems),
+            Err(p) => problems.0.extend(p.0),
+        }
+    }
     let shared = Shared {
         warm,
         state: &state,
@@ -170,7 +179,11 @@ pub async fn compile(
             None
         }
     };
-    if cfg.routes.is_empty() && endpoints.is_empty() {
+    let reverse = cfg
+        .listeners
+        .iter()
+        .any(|l| l.role == ListenerRole::ReverseProxy);
+    if cfg.routes.is_empty() && reverse && endpoints.is_empty() {
         problems.push("routes", "no routes: every request would get 404");
     }
     let Some(router) = router.filter(|_| problems.is_empty()) else {
@@ -194,7 +207,43 @@ pub async fn compile(
         log: cfg.log,
         state,
         notes: cfg.notes,
+        signer,
     })
+}
+
+/// The `signer:` block, required by (and only with) `role: signer` listeners.
+fn build_signer(
+    cfg: &FileConfig,
+    warm: &Context,
+    problems: &mut Problems,
+) -> Option<Arc<crate::signer::sign::Signer>> {
+    let wanted = cfg
+        .listeners
+        .iter()
+        .position(|l| l.role == ListenerRole::Signer);
+    match (&cfg.signer, wanted) {
+        (None, None) => None,
+        (None, Some(i)) => {
+            problems.push(
+                format!("listeners[{i}].role"),
+                "role signer needs a top-level signer: block",
+            );
+            None
+        }
+        (Some(_), None) => {
+            problems.push("signer", "no listener has role: signer");
+            None
+        }
+        (Some(s), Some(_)) => {
+            match crate::signer::sign::build(s, "signer", &|f| warm.resolve_path(f)) {
+                Ok(b) => Some(b),
+                Err(p) => {
+                    problems.0.extend(p.0);
+                    None
+                }
+            }
+        }
+    }
 }
 
 /// What the routes' filters are built against.

@@ -6,121 +6,15 @@
 mod common;
 
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use common::jwtproxy::{now, Jwtproxy, Keys};
 use common::{client, echo_json, free_port, wait_for, EchoUpstream, Edge};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-
-fn jwtproxy_bin() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/peers/bin/jwtproxy");
-    assert!(
-        p.exists(),
-        "the real jwtproxy binary is needed at {} (see ../shared/peers/README.md)",
-        p.display()
-    );
-    p
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-/// A PKCS#1 RSA private key (what jwtproxy's preshared signer reads) and its public key as SPKI
-/// and as PKCS#1.
-struct Keys {
-    dir: tempfile::TempDir,
-}
-
-impl Keys {
-    fn new() -> Keys {
-        let dir = tempfile::tempdir().unwrap();
-        let run = |args: &[&str]| {
-            let st = Command::new("openssl")
-                .args(args)
-                .current_dir(dir.path())
-                .stderr(Stdio::null())
-                .status()
-                .expect("openssl is needed (apt-get install openssl)");
-            assert!(st.success(), "openssl {args:?}");
-        };
-        run(&["genrsa", "-traditional", "-out", "k.pem", "2048"]);
-        run(&["rsa", "-in", "k.pem", "-pubout", "-out", "pub.pem"]);
-        run(&[
-            "rsa",
-            "-in",
-            "k.pem",
-            "-RSAPublicKey_out",
-            "-out",
-            "pub1.pem",
-        ]);
-        Keys { dir }
-    }
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-    fn encoding(&self) -> EncodingKey {
-        EncodingKey::from_rsa_pem(&std::fs::read(self.path("k.pem")).unwrap()).unwrap()
-    }
-}
-
-struct Jwtproxy {
-    port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Jwtproxy {
-    /// A jwtproxy signer only (preshared key `k1`, issuer `svc-a`).
-    fn signer(keys: &Keys) -> Jwtproxy {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let cfg = format!(
-            "jwtproxy:\n  signer_proxy:\n    listen_addr: 127.0.0.1:{port}\n    signer:\n      issuer: svc-a\n      private_key:\n        type: preshared\n        options:\n          key_id: k1\n          private_key_path: {}\n",
-            keys.path("k.pem")
-        );
-        let file = dir.path().join("jwtproxy.yaml");
-        std::fs::write(&file, cfg).unwrap();
-        let child = Command::new(jwtproxy_bin())
-            .arg("-config")
-            .arg(&file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start jwtproxy");
-        wait_for(
-            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
-            "jwtproxy signer to listen",
-        );
-        Jwtproxy {
-            port,
-            child,
-            _dir: dir,
-        }
-    }
-
-    /// A client that sends every request through the signer.
-    fn client(&self) -> reqwest::blocking::Client {
-        reqwest::blocking::Client::builder()
-            .proxy(reqwest::Proxy::http(format!("http://127.0.0.1:{}", self.port)).unwrap())
-            .timeout(std::time::Duration::from_secs(15))
-            .build()
-            .unwrap()
-    }
-}
-
-impl Drop for Jwtproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `/` is signed; `/keep` is signed and forwards the token (so a test can capture it).
 fn edge_config(up: &EchoUpstream, pubkey: &str) -> String {
@@ -138,13 +32,6 @@ routes:
 "#,
         up.url()
     )
-}
-
-fn mint(keys: &Keys, kid: &str, claims: &Value) -> String {
-    let mut h = Header::new(Algorithm::RS256);
-    h.kid = Some(kid.into());
-    h.typ = Some("JWT".into());
-    jsonwebtoken::encode(&h, claims, &keys.encoding()).unwrap()
 }
 
 fn claims(edge: &Edge, jti: &str) -> Value {
@@ -213,7 +100,7 @@ fn bad_tokens_are_refused_and_record_no_nonce() {
     };
 
     let mut bad: Vec<(&str, String)> = Vec::new();
-    let ok = mint(&keys, "k1", &good);
+    let ok = keys.mint("k1", &good);
     let (head, sig) = ok.rsplit_once('.').unwrap();
     let mut sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
     sig[10] ^= 1;
@@ -223,17 +110,17 @@ fn bad_tokens_are_refused_and_record_no_nonce() {
     ));
     bad.push((
         "wrong audience",
-        mint(&keys, "k1", &with("aud", json!("http://127.0.0.1:1"))),
+        keys.mint("k1", &with("aud", json!("http://127.0.0.1:1"))),
     ));
     let mut expired = with("exp", json!(t - 120));
     expired["iat"] = json!(t - 200);
     expired["nbf"] = json!(t - 200);
-    bad.push(("expired", mint(&keys, "k1", &expired)));
+    bad.push(("expired", keys.mint("k1", &expired)));
     bad.push((
         "exp - iat over max_ttl",
-        mint(&keys, "k1", &with("exp", json!(t + 301))),
+        keys.mint("k1", &with("exp", json!(t + 301))),
     ));
-    bad.push(("unknown kid", mint(&keys, "k2", &good)));
+    bad.push(("unknown kid", keys.mint("k2", &good)));
     let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
     bad.push((
         "alg none",
@@ -252,7 +139,7 @@ fn bad_tokens_are_refused_and_record_no_nonce() {
     ));
     let mut no_jti = good.clone();
     no_jti.as_object_mut().unwrap().remove("jti");
-    bad.push(("missing jti", mint(&keys, "k1", &no_jti)));
+    bad.push(("missing jti", keys.mint("k1", &no_jti)));
 
     for (what, token) in &bad {
         let r = get(&edge, "/", &format!("Bearer {token}"));
@@ -420,34 +307,11 @@ impl Registry {
     }
 }
 
-/// The public key as a JWK (n, e read by openssl).
-fn jwk_of(keys: &Keys) -> Value {
-    let out = Command::new("openssl")
-        .args([
-            "rsa",
-            "-pubin",
-            "-in",
-            &keys.path("pub.pem"),
-            "-noout",
-            "-modulus",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    let hex = text.trim().trim_start_matches("Modulus=");
-    let n: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect();
-    json!({"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig",
-           "n": URL_SAFE_NO_PAD.encode(n), "e": "AQAB"})
-}
-
 #[test]
 fn keys_from_a_key_registry_cached_refusals_denied_registry_down_503() {
     let keys = Keys::new();
     let up = EchoUpstream::start();
-    let reg = Registry::start(jwk_of(&keys));
+    let reg = Registry::start(keys.jwk("k1"));
     let down = free_port();
     let yaml = format!(
         r#"server: {{ threads: 1, grace_period_seconds: 1, pid_file: "{{dir}}/pid", upgrade_sock: "{{dir}}/sock" }}
@@ -463,7 +327,7 @@ routes:
     );
     let edge = Edge::start(&yaml);
     let hits = || reg.hits.load(std::sync::atomic::Ordering::SeqCst);
-    let bearer = |kid: &str, jti: &str| format!("Bearer {}", mint(&keys, kid, &claims(&edge, jti)));
+    let bearer = |kid: &str, jti: &str| format!("Bearer {}", keys.mint(kid, &claims(&edge, jti)));
 
     let body = echo_json(get(&edge, "/", &bearer("k1", "registry-nonce-000000001")));
     assert_eq!(body["headers"]["x-auth-subject"], "svc-a");
@@ -525,7 +389,7 @@ routes:
         let t = now();
         let c = json!({"iss": "svc-a", "aud": "http://svc.test", "iat": t, "nbf": t - 60,
                        "exp": t + 300, "jti": format!("{jti}-0123456789abcdef0123456789")});
-        format!("Bearer {}", mint(&keys, "k1", &c))
+        format!("Bearer {}", keys.mint("k1", &c))
     };
     let first = token("shared-1");
     let r = get(&a, "/x", &first);

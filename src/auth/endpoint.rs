@@ -44,12 +44,13 @@ pub trait Endpoint: Send + Sync + std::fmt::Debug {
     async fn handle(&self, req: &RequestView<'_>) -> Answer;
 }
 
-/// Where an endpoint is served: an exact canonical path, on one host (lower case, no port) or on
-/// every host (`None`).
+/// Where an endpoint is served: an exact canonical path (or, with `prefix`, every path under
+/// it), on one host (lower case, no port) or on every host (`None`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EndpointAt {
     pub host: Option<Box<str>>,
     pub path: Box<str>,
+    pub prefix: bool,
 }
 
 impl EndpointAt {
@@ -57,7 +58,14 @@ impl EndpointAt {
         EndpointAt {
             host: None,
             path: path.into(),
+            prefix: false,
         }
+    }
+
+    /// Every path that starts with this one (which ends with `/`), not only the exact path.
+    pub fn with_prefix(mut self) -> Self {
+        self.prefix = true;
+        self
     }
 
     pub fn on_host(host: &str, path: impl Into<Box<str>>) -> Self {
@@ -65,15 +73,17 @@ impl EndpointAt {
         EndpointAt {
             host: Some(h.into()),
             path: path.into(),
+            prefix: false,
         }
     }
 }
 
 impl std::fmt::Display for EndpointAt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let star = if self.prefix { "*" } else { "" };
         match &self.host {
-            Some(h) => write!(f, "{h}{}", self.path),
-            None => write!(f, "{}", self.path),
+            Some(h) => write!(f, "{h}{}{star}", self.path),
+            None => write!(f, "{}{star}", self.path),
         }
     }
 }
@@ -86,11 +96,24 @@ type AtPath = Vec<(Option<Box<str>>, Arc<dyn Endpoint>)>;
 #[derive(Debug, Default)]
 pub struct Endpoints {
     by_path: HashMap<Box<str>, AtPath>,
+    /// Prefix endpoints (a key registry's `/services/`): few, tried after the exact paths.
+    prefixes: Vec<(EndpointAt, Arc<dyn Endpoint>)>,
 }
 
 impl Endpoints {
     /// Add one; `Err` when that host and path is already taken.
     pub fn insert(&mut self, at: EndpointAt, e: Arc<dyn Endpoint>) -> Result<(), EndpointAt> {
+        if at.prefix {
+            if self.prefixes.iter().any(|(a, _)| *a == at) {
+                return Err(at);
+            }
+            self.prefixes.push((at, e));
+            // Host-specific first, then the longest prefix.
+            self.prefixes.sort_by(|(a, _), (b, _)| {
+                (b.host.is_some(), b.path.len()).cmp(&(a.host.is_some(), a.path.len()))
+            });
+            return Ok(());
+        }
         let list = self.by_path.entry(at.path.clone()).or_default();
         if list.iter().any(|(h, _)| *h == at.host) {
             return Err(at);
@@ -104,28 +127,35 @@ impl Endpoints {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_path.is_empty()
+        self.by_path.is_empty() && self.prefixes.is_empty()
     }
 
     pub fn len(&self) -> usize {
-        self.by_path.values().map(Vec::len).sum()
+        self.by_path.values().map(Vec::len).sum::<usize>() + self.prefixes.len()
     }
 
     /// The endpoint for this request's host (as sent: any case, maybe a port) and canonical path.
     #[inline]
     pub fn get(&self, host: Option<&str>, path: &str) -> Option<&Arc<dyn Endpoint>> {
-        if self.by_path.is_empty() {
+        if self.is_empty() {
             return None;
         }
-        let list = self.by_path.get(path)?;
         let host = host.map(host_without_port);
-        list.iter()
-            .find(|(h, _)| match (h, host) {
-                (None, _) => true,
-                (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
-                (Some(_), None) => false,
-            })
-            .map(|(_, e)| e)
+        let fits = |h: &Option<Box<str>>| match (h, host) {
+            (None, _) => true,
+            (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
+            (Some(_), None) => false,
+        };
+        let exact = self
+            .by_path
+            .get(path)
+            .and_then(|list| list.iter().find(|(h, _)| fits(h)).map(|(_, e)| e));
+        exact.or_else(|| {
+            self.prefixes
+                .iter()
+                .find(|(at, _)| path.starts_with(&*at.path) && fits(&at.host))
+                .map(|(_, e)| e)
+        })
     }
 }
 
@@ -167,5 +197,21 @@ mod tests {
         assert_eq!(t.get(None, "/x").unwrap().kind(), "any");
         assert!(t.get(Some("a.test"), "/y").is_none());
         assert_eq!(t.len(), 2);
+        // A prefix endpoint serves every path under it; exact paths still win.
+        t.insert(
+            EndpointAt::any_host("/x/").with_prefix(),
+            Arc::new(Named("tree")),
+        )
+        .unwrap();
+        assert!(t
+            .insert(
+                EndpointAt::any_host("/x/").with_prefix(),
+                Arc::new(Named("again"))
+            )
+            .is_err());
+        assert_eq!(t.get(None, "/x/a/b").unwrap().kind(), "tree");
+        assert_eq!(t.get(None, "/x/").unwrap().kind(), "tree");
+        assert_eq!(t.get(None, "/x").unwrap().kind(), "any");
+        assert!(t.get(None, "/xy").is_none());
     }
 }

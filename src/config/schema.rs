@@ -38,7 +38,14 @@ pub struct FileConfig {
     /// Shared state (Redis); memory when absent.
     #[serde(default)]
     pub state: Option<crate::state::StateConfig>,
-    /// May be empty only when the config serves endpoints (a `pkce` realm alone).
+    /// A jwtproxy key registry served by the edge (keys kept in the shared state).
+    #[serde(default)]
+    pub key_registry: Option<crate::auth::signed::keyserver::KeyRegistryConfig>,
+    /// How `role: signer` listeners sign outgoing requests.
+    #[serde(default)]
+    pub signer: Option<crate::signer::SignerConfig>,
+    /// May be empty only when the config serves endpoints (a `pkce` realm alone) or has no
+    /// reverse-proxy listener (a signer alone).
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
     /// Notes from a drop-in reader (parts of a foreign config that are not run), logged at load.
@@ -147,6 +154,8 @@ pub enum ListenerRole {
     /// The authenticating reverse proxy (`Edge`).
     #[default]
     ReverseProxy,
+    /// The forward proxy that signs outgoing requests (`signer:` block).
+    Signer,
 }
 
 #[derive(Debug, Deserialize, Clone, PartialEq)]

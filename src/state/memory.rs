@@ -118,8 +118,13 @@ pub struct MemoryStore {
     limits: TtlMap<Instant>,
     sessions: TtlMap<Arc<[u8]>>,
     codes: TtlMap<Arc<[u8]>>,
+    /// Small maps (a key registry's keys), each with its deadline.
+    maps: TtlMap<Arc<SmallMap>>,
     revocations: Mutex<HashMap<String, Arc<RevocationScope>>>,
 }
+
+/// The fields of one map.
+type SmallMap = HashMap<Box<str>, Arc<[u8]>>;
 
 impl Default for MemoryStore {
     fn default() -> Self {
@@ -128,6 +133,7 @@ impl Default for MemoryStore {
             limits: TtlMap::new(),
             sessions: TtlMap::new(),
             codes: TtlMap::new(),
+            maps: TtlMap::new(),
             revocations: Mutex::new(HashMap::new()),
         }
     }
@@ -173,6 +179,7 @@ impl MemoryStore {
         self.limits.tidy();
         self.sessions.tidy();
         self.codes.tidy();
+        self.maps.tidy();
         let now_s = super::unix_ms().div_euclid(1000);
         let scopes: Vec<Arc<RevocationScope>> = match self.revocations.lock() {
             Ok(m) => m.values().cloned().collect(),
@@ -318,6 +325,64 @@ impl StateStore for MemoryStore {
     async fn code_take(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         self.codes
             .update(key, |live, _| (Next::Remove, live.map(|v| v.to_vec())))
+    }
+
+    async fn map_put(
+        &self,
+        map: &str,
+        field: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        let now = Instant::now();
+        let mut shard = self.maps.shard(map);
+        let until = now + ttl;
+        match shard.get_mut(map).filter(|(d, _)| *d > now) {
+            Some((deadline, m)) => {
+                let m = Arc::make_mut(m);
+                if m.len() >= super::MAP_MAX_FIELDS && !m.contains_key(field) {
+                    return Err(StateError::Full);
+                }
+                m.insert(field.into(), value.into());
+                *deadline = (*deadline).max(until);
+            }
+            None => {
+                let mut m = SmallMap::new();
+                m.insert(field.into(), value.into());
+                shard.remove(map);
+                TtlMap::room(&mut shard, now)?;
+                shard.insert(map.into(), (until, Arc::new(m)));
+            }
+        }
+        Ok(())
+    }
+
+    async fn map_get(&self, map: &str, field: &str) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(self
+            .maps
+            .get(map)
+            .and_then(|m| m.get(field).map(|v| v.to_vec())))
+    }
+
+    async fn map_all(&self, map: &str) -> Result<Vec<(String, Vec<u8>)>, StateError> {
+        Ok(self
+            .maps
+            .get(map)
+            .map(|m| m.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect())
+            .unwrap_or_default())
+    }
+
+    async fn map_delete(&self, map: &str, field: &str) -> Result<bool, StateError> {
+        let now = Instant::now();
+        let mut shard = self.maps.shard(map);
+        let Some((_, m)) = shard.get_mut(map).filter(|(d, _)| *d > now) else {
+            return Ok(false);
+        };
+        let gone = Arc::make_mut(m).remove(field).is_some();
+        if m.is_empty() {
+            shard.remove(map);
+        }
+        Ok(gone)
     }
 }
 

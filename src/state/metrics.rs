@@ -17,9 +17,12 @@ pub enum Op {
     CodePut,
     CodeTake,
     Ping,
+    MapGet,
+    MapPut,
+    MapDelete,
 }
 
-const OPS: [Op; 11] = [
+const OPS: [Op; 14] = [
     Op::Nonce,
     Op::RateLimit,
     Op::Revoke,
@@ -31,6 +34,9 @@ const OPS: [Op; 11] = [
     Op::CodePut,
     Op::CodeTake,
     Op::Ping,
+    Op::MapGet,
+    Op::MapPut,
+    Op::MapDelete,
 ];
 
 impl Op {
@@ -47,6 +53,9 @@ impl Op {
             Op::CodePut => "code_put",
             Op::CodeTake => "code_take",
             Op::Ping => "ping",
+            Op::MapGet => "map_get",
+            Op::MapPut => "map_put",
+            Op::MapDelete => "map_delete",
         }
     }
 }

@@ -159,7 +159,28 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     async fn code_put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StateError>;
     /// Take a code: the first caller gets the value, every later one `None`.
     async fn code_take(&self, key: &str) -> Result<Option<Vec<u8>>, StateError>;
+
+    /// Set `field` of the small map `map` (a key registry's keys of one service). The map lives
+    /// at least `ttl` from now (the longest `ttl` put wins); each value carries its own expiry
+    /// for the caller to read.
+    async fn map_put(
+        &self,
+        map: &str,
+        field: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StateError>;
+    /// One field of a map.
+    async fn map_get(&self, map: &str, field: &str) -> Result<Option<Vec<u8>>, StateError>;
+    /// Every field of a map (empty when absent), at most [`MAP_MAX_FIELDS`].
+    async fn map_all(&self, map: &str) -> Result<Vec<(String, Vec<u8>)>, StateError>;
+    /// Remove a field; `Ok(true)` when it was there.
+    async fn map_delete(&self, map: &str, field: &str) -> Result<bool, StateError>;
 }
+
+/// Most fields one map holds (a put beyond it fails with [`StateError::Full`] in memory; callers
+/// bound their own maps well below it).
+pub const MAP_MAX_FIELDS: usize = 1024;
 
 /// The handle modes hold.
 pub type Store = Arc<dyn StateStore>;

@@ -82,6 +82,18 @@ if c and tonumber(ARGV[3]) <= tonumber(c) then return 1 end
 return 0
 ";
 
+/// Set a map field; the map lives at least ARGV[3] ms more. KEYS[1]: the hash. ARGV: field,
+/// value, ttl ms, most fields. Returns 0, or -1 when the map is full.
+const MAP_PUT: &str = r"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then
+  return -1
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local left = redis.call('PTTL', KEYS[1])
+if left < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return 0
+";
+
 /// The shared store.
 pub struct RedisStore {
     pub(crate) settings: RedisSettings,
@@ -97,6 +109,7 @@ pub struct RedisStore {
     gcra: Script,
     revoke: Script,
     check: Script,
+    map_script: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -127,6 +140,7 @@ impl RedisStore {
             gcra: Script::new(GCRA),
             revoke: Script::new(REVOKE),
             check: Script::new(CHECK),
+            map_script: Script::new(MAP_PUT),
         });
         if let Some(rt) = control {
             super::mirror::start(&store, rt);
@@ -424,6 +438,46 @@ impl StateStore for RedisStore {
         let mut cmd = redis::cmd("GETDEL");
         cmd.arg(self.key("code:", key));
         self.run(Op::CodeTake, Work::Cmd(&cmd)).await
+    }
+
+    async fn map_put(
+        &self,
+        map: &str,
+        field: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        let mut inv = self.map_script.key(self.key("map:", map));
+        inv.arg(field)
+            .arg(value)
+            .arg(Self::ttl_ms(ttl))
+            .arg(super::MAP_MAX_FIELDS);
+        let r: i64 = self.run(Op::MapPut, Work::Script(&inv)).await?;
+        if r < 0 {
+            return Err(StateError::Full);
+        }
+        Ok(())
+    }
+
+    async fn map_get(&self, map: &str, field: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(self.key("map:", map)).arg(field);
+        self.run(Op::MapGet, Work::Cmd(&cmd)).await
+    }
+
+    async fn map_all(&self, map: &str) -> Result<Vec<(String, Vec<u8>)>, StateError> {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.key("map:", map));
+        let mut all: Vec<(String, Vec<u8>)> = self.run(Op::MapGet, Work::Cmd(&cmd)).await?;
+        all.truncate(super::MAP_MAX_FIELDS);
+        Ok(all)
+    }
+
+    async fn map_delete(&self, map: &str, field: &str) -> Result<bool, StateError> {
+        let mut cmd = redis::cmd("HDEL");
+        cmd.arg(self.key("map:", map)).arg(field);
+        let n: i64 = self.run(Op::MapDelete, Work::Cmd(&cmd)).await?;
+        Ok(n > 0)
     }
 }
 

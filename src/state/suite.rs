@@ -13,6 +13,7 @@ pub async fn run_all(s: &dyn StateStore, tag: &str) {
     revocations(s, tag).await;
     sessions(s, tag).await;
     codes(s, tag).await;
+    maps(s, tag).await;
 }
 
 async fn nonces(s: &dyn StateStore, tag: &str) {
@@ -142,4 +143,47 @@ async fn codes(s: &dyn StateStore, tag: &str) {
     );
     tokio::time::sleep(Duration::from_millis(120)).await;
     assert_eq!(s.code_take(&short).await, Ok(None));
+}
+
+async fn maps(s: &dyn StateStore, tag: &str) {
+    let m = format!("{tag}map");
+    assert_eq!(s.map_all(&m).await, Ok(vec![]));
+    assert_eq!(s.map_get(&m, "a").await, Ok(None));
+    s.map_put(&m, "a", b"1", Duration::from_secs(30))
+        .await
+        .expect("put");
+    s.map_put(&m, "b", b"2", Duration::from_secs(30))
+        .await
+        .expect("put");
+    s.map_put(&m, "a", b"3", Duration::from_secs(30))
+        .await
+        .expect("replace");
+    assert_eq!(s.map_get(&m, "a").await, Ok(Some(b"3".to_vec())));
+    let mut all = s.map_all(&m).await.expect("all");
+    all.sort();
+    assert_eq!(
+        all,
+        vec![
+            ("a".to_string(), b"3".to_vec()),
+            ("b".to_string(), b"2".to_vec())
+        ]
+    );
+    // Maps are apart from each other.
+    assert_eq!(s.map_get(&format!("{tag}map2"), "a").await, Ok(None));
+    assert_eq!(s.map_delete(&m, "a").await, Ok(true));
+    assert_eq!(s.map_delete(&m, "a").await, Ok(false));
+    assert_eq!(s.map_get(&m, "a").await, Ok(None));
+    assert_eq!(s.map_get(&m, "b").await, Ok(Some(b"2".to_vec())));
+    // A short put does not shorten a map that lives longer; a short map expires by itself.
+    s.map_put(&m, "c", b"4", Duration::from_millis(50))
+        .await
+        .expect("put");
+    let short = format!("{tag}map-short");
+    s.map_put(&short, "x", b"5", Duration::from_millis(50))
+        .await
+        .expect("put");
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(s.map_get(&m, "c").await, Ok(Some(b"4".to_vec())));
+    assert_eq!(s.map_get(&short, "x").await, Ok(None));
+    assert_eq!(s.map_all(&short).await, Ok(vec![]));
 }

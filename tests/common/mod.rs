@@ -2,6 +2,7 @@
 //! helpers. Nothing here sleeps for a fixed time except short polling intervals.
 #![allow(dead_code)]
 
+pub mod jwtproxy;
 pub mod redis;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 
+use super::pubkey::{rsa_der, PublicKey};
 use crate::auth::DenyReason;
 use crate::tokens::jwks::{max_age, parse_jwk, VerifyKey};
 
@@ -71,7 +72,7 @@ pub fn pem_key(path: &str, algs: &[Algorithm]) -> Result<VerifyKey, String> {
 /// The result of a registry lookup that is remembered.
 #[derive(Clone)]
 enum Entry {
-    Key(Arc<VerifyKey>),
+    Key(Arc<PublicKey>),
     /// Refused (403/404/409) or failed (registry down): the deny to give until `until`.
     Miss(DenyReason),
 }
@@ -98,7 +99,7 @@ impl std::fmt::Debug for Registry {
 }
 
 /// Whether a path segment may be put in a registry URL as it is.
-fn segment_ok(s: &str) -> bool {
+pub(crate) fn segment_ok(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 256
         && s.bytes()
@@ -130,7 +131,7 @@ impl Registry {
         }
     }
 
-    fn cached(&self, iss: &str, kid: &str) -> Option<Result<Arc<VerifyKey>, DenyReason>> {
+    fn cached(&self, iss: &str, kid: &str) -> Option<Result<Arc<PublicKey>, DenyReason>> {
         let g = self.cache.lock().ok()?;
         let (e, until) = g.get(&(iss.to_string(), kid.to_string()))?;
         if *until <= Instant::now() {
@@ -163,7 +164,7 @@ impl Registry {
     }
 
     /// The key `kid` of service `iss`.
-    pub async fn key(&self, iss: &str, kid: &str) -> Result<Arc<VerifyKey>, DenyReason> {
+    pub async fn key(&self, iss: &str, kid: &str) -> Result<Arc<PublicKey>, DenyReason> {
         if let Some(r) = self.cached(iss, kid) {
             return r;
         }
@@ -212,7 +213,7 @@ async fn lookup(
     http: &reqwest::Client,
     url: &str,
     algs: &[Algorithm],
-) -> Result<(VerifyKey, Option<Duration>), (DenyReason, String)> {
+) -> Result<(PublicKey, Option<Duration>), (DenyReason, String)> {
     let down = |m: String| (DenyReason::KeysUnavailable, m);
     let mut resp = http
         .get(url)
@@ -261,5 +262,20 @@ async fn lookup(
             format!("GET {url}: key for no configured alg"),
         ));
     }
-    Ok((key, age))
+    let der = jwk_rsa_der(&v);
+    Ok((PublicKey::new(key, der.as_deref()), age))
+}
+
+/// The PKCS#1 DER of an RSA JWK (`n`, `e` base64url, padded or not), for the parsed RS256 key.
+fn jwk_rsa_der(v: &serde_json::Value) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    if v.get("kty")?.as_str()? != "RSA" {
+        return None;
+    }
+    let part = |f: &str| {
+        let s = v.get(f)?.as_str()?;
+        URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).ok()
+    };
+    Some(rsa_der(&part("n")?, &part("e")?))
 }

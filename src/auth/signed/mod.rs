@@ -16,6 +16,8 @@
 pub mod config;
 pub mod jwtproxy;
 pub mod keys;
+pub mod keyserver;
+pub mod pubkey;
 pub mod token;
 
 use std::sync::Arc;
@@ -29,13 +31,14 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily};
 
 pub use self::config::{KeyServerConfig, SignedConfig};
 use self::keys::Registry;
+use self::pubkey::PublicKey;
 use self::token::{Origin, Rules, Token};
 use crate::auth::{bearer_token, AuthFilter, Denial, DenyReason, Outcome, RequestView};
 use crate::config::Problems;
 use crate::identity::Identity;
 use crate::snapshot::Warm;
 use crate::state::Store;
-use crate::tokens::jwks::{family_of, parse_alg, VerifyKey};
+use crate::tokens::jwks::{family_of, parse_alg};
 
 const CHALLENGE: &str = r#"Bearer realm="authedge""#;
 const INVALID_TOKEN: &str = r#"Bearer realm="authedge", error="invalid_token""#;
@@ -47,7 +50,7 @@ pub enum KeySource {
     Preshared {
         issuer: String,
         key_id: String,
-        key: Arc<VerifyKey>,
+        key: Arc<PublicKey>,
     },
     Registry(Arc<Registry>),
 }
@@ -128,11 +131,14 @@ pub fn build(
                 problems.push(format!("{kp}.key_id"), "must not be empty");
             }
             match keys::pem_key(&warm.resolve_path(&p.public_key_file), &algs) {
-                Ok(k) => Some(KeySource::Preshared {
-                    issuer: p.issuer.clone(),
-                    key_id: p.key_id.clone(),
-                    key: Arc::new(k),
-                }),
+                Ok(k) => {
+                    let der = k.key.try_get_as_bytes().ok().map(<[u8]>::to_vec);
+                    Some(KeySource::Preshared {
+                        issuer: p.issuer.clone(),
+                        key_id: p.key_id.clone(),
+                        key: Arc::new(PublicKey::new(k, der.as_deref())),
+                    })
+                }
                 Err(e) if algs.is_empty() => {
                     let _ = e;
                     None
@@ -235,7 +241,7 @@ impl SignedFilter {
     }
 
     /// The key that must have signed this token.
-    async fn key_for(&self, t: &Token<'_>) -> Result<Arc<VerifyKey>, DenyReason> {
+    async fn key_for(&self, t: &Token<'_>) -> Result<Arc<PublicKey>, DenyReason> {
         match &self.keys {
             KeySource::Preshared {
                 issuer,
@@ -263,11 +269,7 @@ impl SignedFilter {
         }
         self.rules.check(&t, now)?;
         let key = self.key_for(&t).await?;
-        let ok = key.family == family_of(t.alg)
-            && key.algs.contains(&t.alg)
-            && jsonwebtoken::crypto::verify(t.signature, t.message.as_bytes(), &key.key, t.alg)
-                .unwrap_or(false);
-        if !ok {
+        if !key.verifies(t.alg, t.message.as_bytes(), t.signature) {
             return Err(DenyReason::BadSignature);
         }
         let until = t.exp.saturating_add(self.rules.max_skew);

@@ -1,0 +1,18 @@
+//! The signer: a forward proxy (listeners with `role: signer`) that adds a short-lived signed JWS
+//! to every outgoing request, as quay jwtproxy's `signer_proxy` does, so that the receiving side
+//! (an authedge `signed` route or a jwtproxy verifier) can authenticate the caller.
+//!
+//! - [`config`]: the top-level `signer:` block;
+//! - [`sign`]: the key (parsed once) and the token: header `{alg: RS256, kid, typ: JWT}`, claims
+//!   `iss`, `aud` = the target's `scheme://host[:port]` as the request named it, `iat`, `nbf` =
+//!   now − `max_skew`, `exp` = now + `expiration_time`, `jti` from a CSPRNG;
+//! - [`proxy`]: its own `ProxyHttp` (not the reverse proxy's `Edge`): absolute-form
+//!   `http://` requests are signed and forwarded; `CONNECT` is 403 (no MITM CA support yet);
+//!   origin-form requests and requests to the signer itself are 400; targets outside
+//!   `allowed_targets` (when set) are 403.
+
+pub mod config;
+pub mod proxy;
+pub mod sign;
+
+pub use config::SignerConfig;
