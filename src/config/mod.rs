@@ -102,7 +102,8 @@ pub fn parse(text: &str) -> Result<schema::FileConfig, Problems> {
     })
 }
 
-/// Read and parse a file.
+/// Read and parse a file. Relative secret `file:` paths are taken from the file's directory,
+/// like every other path in it.
 pub fn read(path: &Path) -> Result<schema::FileConfig, Problems> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Problems(vec![Problem::new(
@@ -110,7 +111,7 @@ pub fn read(path: &Path) -> Result<schema::FileConfig, Problems> {
             format!("cannot read {}: {e}", path.display()),
         )])
     })?;
-    parse(&text)
+    secret::with_base_dir(path.parent(), || parse(&text))
 }
 
 /// Read and parse a file off the async runtime's worker threads.

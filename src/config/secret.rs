@@ -15,11 +15,35 @@ pub enum SecretSource {
 
 const KINDS: &[&str] = &["value", "env", "file"];
 
+thread_local! {
+    /// The directory relative `file:` secrets are read from while a config file is parsed (its
+    /// own directory); unset: the working directory.
+    static BASE: std::cell::RefCell<Option<std::path::PathBuf>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Run `f` (a parse) with relative secret files resolved against `dir`.
+pub fn with_base_dir<T>(dir: Option<&std::path::Path>, f: impl FnOnce() -> T) -> T {
+    let old = BASE.with(|b| b.replace(dir.map(std::path::Path::to_path_buf)));
+    let out = f();
+    BASE.with(|b| *b.borrow_mut() = old);
+    out
+}
+
+fn relative_to_base(path: String) -> String {
+    if std::path::Path::new(&path).is_absolute() {
+        return path;
+    }
+    BASE.with(|b| match &*b.borrow() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(&path).display().to_string(),
+        _ => path,
+    })
+}
+
 fn source(kind: &str, v: String) -> Option<SecretSource> {
     match kind.trim_start_matches('!') {
         "value" => Some(SecretSource::Value(v)),
         "env" => Some(SecretSource::Env(v)),
-        "file" => Some(SecretSource::File(v)),
+        "file" => Some(SecretSource::File(relative_to_base(v))),
         _ => None,
     }
 }
@@ -126,6 +150,22 @@ impl SecretSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_secret_files_are_read_from_the_config_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("k"), "beside-the-config\n").unwrap();
+        let parse = |y: &str| serde_norway::from_str::<SecretSource>(y).unwrap();
+        let s = with_base_dir(Some(dir.path()), || parse("{file: k}"));
+        assert_eq!(s.resolve().unwrap().expose(), b"beside-the-config");
+        let tagged = with_base_dir(Some(dir.path()), || parse("!file k"));
+        assert_eq!(tagged.resolve().unwrap().expose(), b"beside-the-config");
+        // Absolute paths stay; outside a config parse, relative means the working directory.
+        let abs = format!("{{file: {}}}", dir.path().join("k").display());
+        let a = with_base_dir(Some(std::path::Path::new("/nowhere")), || parse(&abs));
+        assert_eq!(a.resolve().unwrap().expose(), b"beside-the-config");
+        assert!(matches!(parse("{file: k}"), SecretSource::File(p) if p == "k"));
+    }
 
     #[test]
     fn sources_resolve_and_never_print() {
