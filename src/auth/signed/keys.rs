@@ -6,7 +6,7 @@
 //! time; waiters then read the cache), and a failed or refused lookup is remembered for the
 //! cooldown, so a flood of random kids costs at most one lookup per kid per cooldown and never
 //! more than one at a time. 403 (expired), 404 (unknown) and 409 (pending approval) are a deny;
-//! a registry that cannot be reached is 503 for keys not cached. Lookups run on the control
+//! a registry that cannot be reached is 503 for keys not cached. Lookups run on the outbound
 //! runtime, which owns the HTTP client's connections.
 
 use std::collections::HashMap;
@@ -17,6 +17,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 
 use super::pubkey::{rsa_der, PublicKey};
 use crate::auth::DenyReason;
+use crate::outbound::{Call, Outbound, OutboundError};
 use crate::tokens::jwks::{max_age, parse_jwk, VerifyKey};
 
 /// Largest key document read from a registry.
@@ -84,8 +85,7 @@ pub struct Registry {
     cooldown: Duration,
     max_keys: usize,
     algs: Vec<Algorithm>,
-    http: reqwest::Client,
-    control: tokio::runtime::Handle,
+    outbound: Outbound,
     cache: Mutex<HashMap<(String, String), (Entry, Instant)>>,
     gate: tokio::sync::Mutex<()>,
 }
@@ -115,8 +115,7 @@ impl Registry {
         cooldown: Duration,
         max_keys: usize,
         algs: Vec<Algorithm>,
-        http: reqwest::Client,
-        control: tokio::runtime::Handle,
+        outbound: Outbound,
     ) -> Registry {
         Registry {
             base: base.trim_end_matches('/').to_string(),
@@ -124,8 +123,7 @@ impl Registry {
             cooldown,
             max_keys: max_keys.max(1),
             algs,
-            http,
-            control,
+            outbound,
             cache: Mutex::new(HashMap::new()),
             gate: tokio::sync::Mutex::new(()),
         }
@@ -176,10 +174,12 @@ impl Registry {
             return r;
         }
         let url = format!("{}/services/{iss}/keys/{kid}", self.base);
-        let http = self.http.clone();
+        let outbound = self.outbound.clone();
         let algs = self.algs.clone();
-        let job = self.control.spawn(async move {
-            match tokio::time::timeout(LOOKUP_DEADLINE, lookup(&http, &url, &algs)).await {
+        // On the outbound runtime: if this request goes away, the lookup still completes and
+        // is remembered for the next one.
+        let job = self.outbound.runtime().spawn(async move {
+            match tokio::time::timeout(LOOKUP_DEADLINE, lookup(&outbound, &url, &algs)).await {
                 Ok(r) => r,
                 Err(_) => Err((DenyReason::KeysUnavailable, "lookup timed out".to_string())),
             }
@@ -210,45 +210,39 @@ impl Registry {
 
 /// One GET of a key; 403/404/409 are refusals (401), anything else that fails is 503.
 async fn lookup(
-    http: &reqwest::Client,
+    outbound: &Outbound,
     url: &str,
     algs: &[Algorithm],
 ) -> Result<(PublicKey, Option<Duration>), (DenyReason, String)> {
     let down = |m: String| (DenyReason::KeysUnavailable, m);
-    let mut resp = http
-        .get(url)
-        .header(http::header::ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(|e| down(format!("GET {url}: {e}")))?;
-    let status = resp.status().as_u16();
+    let call = Call::get(url)
+        .header(
+            http::header::ACCEPT,
+            http::HeaderValue::from_static("application/json"),
+        )
+        .max_body(MAX_DOCUMENT)
+        .deadline(LOOKUP_DEADLINE);
+    let resp = outbound.send(call).await.map_err(|e| match e {
+        OutboundError::TooLarge { .. } => down(format!("GET {url}: key document too large")),
+        e => down(format!("GET {e}")),
+    })?;
+    let status = resp.status.as_u16();
     if matches!(status, 403 | 404 | 409) {
         return Err((
             DenyReason::UnknownKey,
             format!("GET {url}: status {status}"),
         ));
     }
-    if !resp.status().is_success() {
+    if !resp.status.is_success() {
         return Err(down(format!("GET {url}: status {status}")));
     }
     let age = resp
-        .headers()
+        .headers
         .get(http::header::CACHE_CONTROL)
         .and_then(|v| v.to_str().ok())
         .and_then(max_age);
-    let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| down(format!("GET {url}: {e}")))?
-    {
-        if body.len() + chunk.len() > MAX_DOCUMENT {
-            return Err(down(format!("GET {url}: key document too large")));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    let v: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| down(format!("GET {url}: not JSON: {e}")))?;
+    let v: serde_json::Value = serde_json::from_slice(&resp.body)
+        .map_err(|e| down(format!("GET {url}: not JSON: {e}")))?;
     let rsa: Vec<Algorithm> = algs
         .iter()
         .copied()

@@ -168,8 +168,7 @@ pub fn build(
                             r.unknown_kid_cooldown,
                             r.max_keys,
                             algs.clone(),
-                            warm.http.clone(),
-                            warm.control.clone(),
+                            warm.outbound.clone(),
                         )
                     });
                     Some(KeySource::Registry(reg))
