@@ -54,8 +54,6 @@ pub struct Context {
     /// The request-time client (token exchanges, key fetches): its own runtime, deadlines,
     /// bounded bodies, no redirects unless asked.
     pub outbound: Outbound,
-    /// A redirect-following client for code that has not moved onto `outbound` yet.
-    pub http: reqwest::Client,
     pub metrics: Arc<Metrics>,
     /// `check` builds without side effects (no file rewrites, no background refresh).
     pub dry_run: bool,
@@ -98,27 +96,9 @@ impl Context {
         metrics: Arc<Metrics>,
         dry_run: bool,
     ) -> Result<Context, ContextError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .timeout(std::time::Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                // Key fetches never follow a redirect from https down to plain http.
-                let downgrade = attempt.url().scheme() != "https"
-                    && attempt.previous().iter().any(|u| u.scheme() == "https");
-                if downgrade {
-                    attempt.error("redirect from https to http refused")
-                } else if attempt.previous().len() > 3 {
-                    attempt.error("too many redirects")
-                } else {
-                    attempt.follow()
-                }
-            }))
-            .user_agent(concat!("authedge/", env!("CARGO_PKG_VERSION")))
-            .build()?;
         Ok(Context {
             outbound: Outbound::new(control.clone())?,
             control,
-            http,
             metrics,
             dry_run,
             config_dir: None,
