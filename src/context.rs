@@ -1,6 +1,7 @@
-//! What outlives a reload: the control runtime, the HTTP client, the metrics registry and the
-//! map of shared objects (JWKS caches, rate limiters, revocation lists). Below the modes: modes,
-//! tokens and the snapshot import it; it imports only metrics.
+//! What outlives a reload: the control runtime, the outbound HTTP client (with its runtime), the
+//! metrics registry and the map of shared objects (JWKS caches, rate limiters, revocation lists).
+//! Below the modes: modes, tokens and the snapshot import it; it imports only metrics and
+//! outbound.
 //!
 //! A shared object is held here only weakly: it lives while a live snapshot's filter holds it.
 //! A reload builds the next snapshot while the old one still holds its objects, so unchanged
