@@ -439,11 +439,11 @@ fn rediss_with_the_configured_ca_is_shared_and_a_wrong_ca_fails_closed() {
         .arg(&f)
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    // check prints the problems on stdout.
+    let said = String::from_utf8_lossy(&out.stdout);
     assert!(
-        !out.status.success() && err.contains("state.redis.url") && err.contains("#insecure"),
-        "{:?} {err} {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout)
+        !out.status.success() && said.contains("state.redis.url") && said.contains("#insecure"),
+        "{:?} {said}",
+        out.status
     );
 }
