@@ -8,6 +8,7 @@
 
 pub mod endpoint;
 pub mod jwt;
+pub mod oidc;
 pub mod opaque;
 pub mod probe;
 pub mod request;
