@@ -198,6 +198,8 @@ fn build_provider(
         pass_access_token: c.pass_access_token,
         pass_authorization_header: c.pass_authorization_header,
         client_id: c.client_id.as_str().into(),
+        cookie_refresh: c.cookie_refresh,
+        refresher: Default::default(),
     })
 }
 
@@ -233,11 +235,14 @@ fn shared_client(
     if fresh && !warm.dry_run {
         let weak = Arc::downgrade(&client);
         warm.spawn_for(&key, async move {
+            // Until the first success: 1 s, doubling to 30 s between tries; then hourly.
+            let mut backoff = 1;
             loop {
                 let Some(c) = weak.upgrade() else { return };
-                let ok = c.discover().await;
+                let ok = c.discover(0).await;
                 drop(c);
-                let wait = if ok { 3600 } else { 1 };
+                let wait = if ok { 3600 } else { backoff };
+                backoff = if ok { 1 } else { (backoff * 2).min(30) };
                 tokio::time::sleep(Duration::from_secs(wait)).await;
             }
         });
@@ -385,6 +390,12 @@ fn check_times(c: &OidcProviderConfig, path: &str, problems: &mut Problems) {
         ("cookie_expire", c.cookie_expire, 60, 366 * 86400),
         ("flow_ttl", c.flow_ttl, 10, 3600),
         ("timeout", c.timeout, 0, 60),
+        (
+            "cookie_refresh",
+            c.cookie_refresh.unwrap_or(Duration::from_secs(60)),
+            1,
+            366 * 86400,
+        ),
     ];
     for (k, d, min, max) in checks {
         if d < Duration::from_secs(min).max(Duration::from_millis(100))

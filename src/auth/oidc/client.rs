@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreErrorResponseType, CoreTokenResponse,
+    CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreErrorResponseType, CoreTokenResponse,
 };
 use openidconnect::{
     AsyncHttpClient, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
     EndpointNotSet, EndpointSet, HttpRequest, HttpResponse, IssuerUrl, Nonce, OAuth2TokenResponse,
-    PkceCodeChallenge, PkceCodeVerifier, ProviderMetadataWithLogout, RedirectUrl,
+    PkceCodeChallenge, PkceCodeVerifier, ProviderMetadataWithLogout, RedirectUrl, RefreshToken,
     RequestTokenError, Scope, TokenResponse,
 };
 
@@ -121,6 +121,9 @@ pub struct ProviderClient {
     client_id: ClientId,
     secret: Option<ClientSecret>,
     scopes: Vec<Scope>,
+    /// `offline_access` asked for (a refresh token): the authorize request adds
+    /// `prompt=consent`.
+    offline: bool,
     deadline: Duration,
     out: Outbound,
     meta: ArcSwapOption<ProviderMetadataWithLogout>,
@@ -157,6 +160,7 @@ impl ProviderClient {
                 .filter(|s| *s != "openid")
                 .map(|s| Scope::new(s.clone()))
                 .collect(),
+            offline: scopes.iter().any(|s| s == "offline_access"),
             deadline,
             out,
             meta: ArcSwapOption::empty(),
@@ -179,11 +183,16 @@ impl ProviderClient {
             .map(|u| u.as_str().to_string())
     }
 
-    /// Fetch discovery (and the JWKS) now; keeps the old metadata on failure.
-    pub async fn discover(&self) -> bool {
+    /// Fetch discovery (and the JWKS) now; keeps the old metadata on failure. Single-flight:
+    /// a caller that waited for another's fetch, finished less than `min_age` seconds ago,
+    /// takes its result instead of fetching again.
+    pub async fn discover(&self, min_age: i64) -> bool {
         let _g = self.fetching.lock().await;
-        self.last_try
-            .store(crate::auth::unix_now(), Ordering::Relaxed);
+        let now = crate::auth::unix_now();
+        if now - self.last_try.load(Ordering::Relaxed) < min_age {
+            return self.meta.load().is_some();
+        }
+        self.last_try.store(now, Ordering::Relaxed);
         let http = Http {
             out: &self.out,
             deadline: self.deadline,
@@ -200,15 +209,17 @@ impl ProviderClient {
         }
     }
 
-    /// The metadata, discovering now if there is none yet (within the cooldown: none).
+    /// The metadata, discovering now if there is none yet or `force` (at most once per
+    /// cooldown; concurrent callers share one fetch).
     async fn metadata(&self, force: bool) -> Option<Arc<ProviderMetadataWithLogout>> {
         let current = self.meta.load_full();
         if current.is_some() && !force {
             return current;
         }
+        let min_age = if current.is_none() { 1 } else { COOLDOWN_SECS };
         let since = crate::auth::unix_now() - self.last_try.load(Ordering::Relaxed);
-        if since >= COOLDOWN_SECS || (current.is_none() && since >= 1) {
-            self.discover().await;
+        if since >= min_age {
+            self.discover(min_age).await;
         }
         self.meta.load_full()
     }
@@ -237,15 +248,20 @@ impl ProviderClient {
         let client = self.client(&meta, redirect)?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let (st, n) = (state.to_string(), nonce.to_string());
-        let (url, _, _) = client
+        let url = client
             .authorize_url(
                 CoreAuthenticationFlow::AuthorizationCode,
                 move || CsrfToken::new(st),
                 move || Nonce::new(n),
             )
             .add_scopes(self.scopes.iter().cloned())
-            .set_pkce_challenge(challenge)
-            .url();
+            .set_pkce_challenge(challenge);
+        // A refresh token (`offline_access`) is only granted with explicit consent.
+        let (url, _, _) = if self.offline {
+            url.add_prompt(CoreAuthPrompt::Consent).url()
+        } else {
+            url.url()
+        };
         Some((url.to_string(), verifier.secret().clone()))
     }
 
@@ -309,6 +325,48 @@ impl ProviderClient {
             access_token: tokens.access_token().secret().clone(),
             refresh_token: tokens.refresh_token().map(|t| t.secret().clone()),
         })
+    }
+
+    /// Use a refresh token. `Ok(None)`: the provider refused it (`invalid_grant` and the
+    /// like): the session ends. A new ID token, when the answer has one, is validated (no
+    /// nonce on a refresh).
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Option<LoggedIn>, LoginError> {
+        let meta = self.metadata(false).await.ok_or(LoginError::Unavailable)?;
+        let client = self
+            .client(&meta, "http://localhost/")
+            .ok_or(LoginError::Unavailable)?;
+        let http = Http {
+            out: &self.out,
+            deadline: self.deadline,
+        };
+        let rt = RefreshToken::new(refresh_token.to_string());
+        let answer: Result<CoreTokenResponse, _> = match client.exchange_refresh_token(&rt) {
+            Ok(req) => req.request_async(&http).await,
+            Err(_) => return Err(LoginError::Unavailable),
+        };
+        let tokens = match answer {
+            Ok(t) => t,
+            Err(RequestTokenError::ServerResponse(_)) => return Ok(None),
+            Err(RequestTokenError::Parse(..)) => return Ok(None),
+            Err(_) => return Err(LoginError::Unavailable),
+        };
+        let (claims, id_token) = match tokens.id_token() {
+            Some(t) => {
+                let verifier = client.id_token_verifier();
+                let no_nonce = |_: Option<&Nonce>| Ok::<(), String>(());
+                t.claims(&verifier, no_nonce)
+                    .map_err(|e| LoginError::BadIdToken(e.to_string()))?;
+                let raw = t.to_string();
+                (payload(&raw).unwrap_or(serde_json::Value::Null), raw)
+            }
+            None => (serde_json::Value::Null, String::new()),
+        };
+        Ok(Some(LoggedIn {
+            claims,
+            id_token,
+            access_token: tokens.access_token().secret().clone(),
+            refresh_token: tokens.refresh_token().map(|t| t.secret().clone()),
+        }))
     }
 
     /// Check an ID token obtained elsewhere (tests: tokens for another audience, a past `exp`).

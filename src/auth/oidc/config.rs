@@ -59,6 +59,10 @@ pub struct OidcProviderConfig {
     /// Session lifetime.
     #[serde(default = "default_expire", with = "humantime_serde")]
     pub cookie_expire: Duration,
+    /// Refresh a session older than this with its refresh token at the next request (keeps
+    /// the refresh token in the session; ask for the `offline_access` scope). Absent: never.
+    #[serde(default, with = "humantime_serde")]
+    pub cookie_refresh: Option<Duration>,
     /// How long a login (the flow cookie with state, nonce and PKCE verifier) may take.
     #[serde(default = "default_flow_ttl", with = "humantime_serde")]
     pub flow_ttl: Duration,

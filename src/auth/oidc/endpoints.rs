@@ -235,7 +235,7 @@ impl OidcEndpoint {
             exp: now + p.cookie_expire.as_secs() as i64,
             idt: keep_idt.then(|| l.id_token.clone()),
             at: p.pass_access_token.then(|| l.access_token.clone()),
-            rt: None,
+            rt: p.cookie_refresh.and(l.refresh_token.clone()),
         })
     }
 

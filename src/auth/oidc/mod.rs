@@ -18,6 +18,7 @@ pub mod config;
 pub mod endpoints;
 pub mod policy;
 pub mod redirect;
+pub mod refresh;
 pub mod session;
 
 #[cfg(test)]
@@ -92,6 +93,8 @@ pub struct Provider {
     pub pass_access_token: bool,
     pub pass_authorization_header: bool,
     pub client_id: Box<str>,
+    pub cookie_refresh: Option<Duration>,
+    pub refresher: refresh::Refresher,
 }
 
 impl Provider {
@@ -138,6 +141,30 @@ impl Provider {
         }
     }
 
+    /// Refresh a session with its refresh token (the caller shares the result, see
+    /// [`refresh::Refresher`]).
+    async fn renew(&self, old: &Session, rt: &str, now: i64) -> refresh::Refreshed {
+        use refresh::Refreshed;
+        let l = match self.client.refresh(rt).await {
+            Ok(Some(l)) => l,
+            Ok(None) | Err(client::LoginError::BadIdToken(_)) => return Refreshed::Ended,
+            Err(_) => return Refreshed::Unavailable,
+        };
+        let keep_idt = self.sign_out_at_provider || self.pass_authorization_header;
+        let s = refresh::renewed(
+            old,
+            &l,
+            now,
+            &self.groups_claim,
+            keep_idt,
+            self.pass_access_token,
+        );
+        match session::seal_session(&self.sealer, &s) {
+            Some(sealed) => Refreshed::Renewed(Arc::new((s, sealed))),
+            None => Refreshed::Unavailable,
+        }
+    }
+
     /// `{prefix}/start?rd=<target>` for a request that needs a login.
     fn start_location(&self, req: &RequestView<'_>) -> Option<HeaderValue> {
         let mut target = String::with_capacity(req.path.len() + 16);
@@ -176,6 +203,54 @@ pub struct OidcSession {
     identity_headers: Vec<HeaderName>,
 }
 
+impl OidcSession {
+    /// Allow (with these response headers) when both policies pass, else 403.
+    fn decide(&self, s: &Session, response_headers: Vec<(HeaderName, HeaderValue)>) -> Outcome {
+        let (email, groups) = (s.email.as_deref(), &s.groups);
+        if !self.provider.policy.allows(email, groups) || !self.policy.allows(email, groups) {
+            return Outcome::deny(StatusCode::FORBIDDEN, DenyReason::Forbidden);
+        }
+        let identity = Arc::new(self.provider.identity(s));
+        if response_headers.is_empty() {
+            Outcome::Allow(identity)
+        } else {
+            Outcome::AllowWith {
+                identity,
+                response_headers,
+            }
+        }
+    }
+
+    async fn refreshed(&self, req: &RequestView<'_>, s: &Session, rt: &str, now: i64) -> Outcome {
+        use refresh::Refreshed;
+        let p = &self.provider;
+        let cell = p.refresher.cell(rt, now);
+        let r = cell.get_or_init(|| p.renew(s, rt, now)).await.clone();
+        match r {
+            Refreshed::Renewed(new) => {
+                let Some(cookies) = p.jar.set_session(&new.1, req) else {
+                    return Outcome::deny(StatusCode::INTERNAL_SERVER_ERROR, DenyReason::TooLarge);
+                };
+                let headers = cookies
+                    .into_iter()
+                    .map(|c| (http::header::SET_COOKIE, c))
+                    .collect();
+                self.decide(&new.0, headers)
+            }
+            Refreshed::Ended => {
+                let mut d = crate::auth::Denial::new(StatusCode::UNAUTHORIZED, DenyReason::Revoked);
+                for c in p.jar.clear_session(req) {
+                    d = d.with_header(http::header::SET_COOKIE, c);
+                }
+                Outcome::Deny(d)
+            }
+            Refreshed::Unavailable => {
+                Outcome::deny(StatusCode::SERVICE_UNAVAILABLE, DenyReason::KeysUnavailable)
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl AuthFilter for OidcSession {
     fn kind(&self) -> &'static str {
@@ -186,12 +261,13 @@ impl AuthFilter for OidcSession {
         let Some(s) = self.provider.session(req) else {
             return Outcome::NotApplicable;
         };
-        let groups = &s.groups;
-        let email = s.email.as_deref();
-        if !self.provider.policy.allows(email, groups) || !self.policy.allows(email, groups) {
-            return Outcome::deny(StatusCode::FORBIDDEN, DenyReason::Forbidden);
+        if let (Some(every), Some(rt)) = (self.provider.cookie_refresh, s.rt.as_deref()) {
+            let now = crate::auth::unix_now();
+            if now - s.iat >= crate::auth::secs(every) {
+                return self.refreshed(req, &s, rt, now).await;
+            }
         }
-        Outcome::Allow(Arc::new(self.provider.identity(&s)))
+        self.decide(&s, Vec::new())
     }
 
     fn on_unauthenticated(&self, req: &RequestView<'_>) -> Option<Outcome> {
