@@ -31,6 +31,7 @@ fn session() -> Session {
         idt: Some("e".repeat(900)),
         at: None,
         rt: None,
+        id: None,
     }
 }
 

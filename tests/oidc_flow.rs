@@ -281,7 +281,12 @@ fn hostile_session_cookies_are_no_session() {
     let cases = [
         format!("_authedge={}", &value[..value.len() - 5]),
         format!("_authedge={}x", value),
-        format!("_authedge_0={value}"),
+        // Chunk 1 missing: only chunk 0 counts, half a sealed text.
+        format!(
+            "_authedge_0={}; _authedge_2={}",
+            &value[..value.len() / 2],
+            &value[value.len() / 2..]
+        ),
         format!("_authedge_1={value}; _authedge_0=AAAA"),
         big,
         many.clone(),

@@ -17,6 +17,11 @@ pub const COOKIE_SECRET: &str = "0123456789abcdef0123456789abcdef-test";
 
 /// The default provider block; `{extra}` adds keys to it.
 pub fn config(upstream: &str, op_port: u16, extra: &str) -> String {
+    config_scopes(upstream, op_port, extra, "[openid, email, profile, groups]")
+}
+
+/// [`config`] with other scopes (a YAML list).
+pub fn config_scopes(upstream: &str, op_port: u16, extra: &str, scopes: &str) -> String {
     let base = r#"
 server: { threads: 2, pid_file: "{dir}/pid", upgrade_sock: "{dir}/upgrade.sock" }
 listeners: [ { address: "127.0.0.1:{port}" } ]
@@ -29,7 +34,7 @@ oidc:
     issuer: "http://127.0.0.1:OP_PORT"
     client_id: web
     client_secret: { value: secret-web }
-    scopes: [openid, email, profile, groups]
+    scopes: SCOPES
     cookie_secrets: [ { id: k1, secret: { value: "COOKIE_SECRET" } } ]
     cookie_secure: false
     email_domains: [example.com]
@@ -56,6 +61,7 @@ routes:
         .replace("OP_PORT", &op_port.to_string())
         .replace("COOKIE_SECRET", COOKIE_SECRET)
         .replace("EXTRA", extra)
+        .replace("SCOPES", scopes)
 }
 
 /// The edge, the upstream and the provider of one test.
@@ -68,11 +74,16 @@ pub struct Setup {
 impl Setup {
     /// `extra`: more keys of the provider block (indented four spaces).
     pub fn start(extra: &str) -> Setup {
+        Setup::start_scopes(extra, "[openid, email, profile, groups]")
+    }
+
+    /// [`Setup::start`] asking for these scopes (a YAML list).
+    pub fn start_scopes(extra: &str, scopes: &str) -> Setup {
         let up = EchoUpstream::start();
         let op_port = port_outside_ephemeral_range();
         // The edge first (its port goes into the client's redirect URIs); it discovers the
         // provider once that is up.
-        let edge = Edge::start(&config(&up.url(), op_port, extra));
+        let edge = Edge::start(&config_scopes(&up.url(), op_port, extra, scopes));
         let p = edge.port;
         let clients = json!([{
             "client_id": "web",
@@ -82,6 +93,8 @@ impl Setup {
                 format!("http://localhost:{p}/oauth2/callback"),
             ],
             "post_logout_redirect_uris": [format!("http://127.0.0.1:{p}/public/bye")],
+            "backchannel_logout_uri": format!("http://127.0.0.1:{p}/oauth2/backchannel-logout"),
+            "backchannel_logout_session_required": true,
             "grant_types": ["authorization_code", "refresh_token"],
             "response_types": ["code"],
         }]);
@@ -117,7 +130,11 @@ impl Setup {
     /// Log in at the provider as `login` from an authorize URL; returns the callback URL (on
     /// the edge) the provider redirects to.
     pub fn provider_login(&self, authorize: &str, login: &str) -> String {
-        let mut jar = Jar::default();
+        self.provider_login_in(&mut Jar::default(), authorize, login)
+    }
+
+    /// [`Setup::provider_login`] keeping the provider's cookies (its session) in `jar`.
+    pub fn provider_login_in(&self, jar: &mut Jar, authorize: &str, login: &str) -> String {
         let mut url = authorize.to_string();
         let edge = self.edge.url("/");
         let edge = edge.trim_end_matches('/');
@@ -198,7 +215,7 @@ pub fn location(r: &Response) -> String {
         .to_string()
 }
 
-fn absolute(base: &str, loc: &str) -> String {
+pub fn absolute(base: &str, loc: &str) -> String {
     if loc.starts_with("http://") || loc.starts_with("https://") {
         loc.to_string()
     } else {
@@ -206,7 +223,7 @@ fn absolute(base: &str, loc: &str) -> String {
     }
 }
 
-fn form_action(html: &str) -> String {
+pub fn form_action(html: &str) -> String {
     let i = html.find("<form").expect("a form");
     let rest = &html[i..];
     let a = rest.find("action=\"").expect("action") + 8;
@@ -216,7 +233,7 @@ fn form_action(html: &str) -> String {
 
 /// The provider's cookies (its interaction and session), sent back on every call.
 #[derive(Default)]
-struct Jar(BTreeMap<String, String>);
+pub struct Jar(BTreeMap<String, String>);
 
 impl Jar {
     fn header(&self) -> String {
@@ -237,7 +254,7 @@ impl Jar {
         }
     }
 
-    fn get(&mut self, url: &str) -> Response {
+    pub fn get(&mut self, url: &str) -> Response {
         let r = client()
             .get(url)
             .header("cookie", self.header())
@@ -247,7 +264,7 @@ impl Jar {
         r
     }
 
-    fn post(&mut self, url: &str, form: &[(&str, &str)]) -> Response {
+    pub fn post(&mut self, url: &str, form: &[(&str, &str)]) -> Response {
         let r = client()
             .post(url)
             .header("cookie", self.header())
@@ -257,4 +274,15 @@ impl Jar {
         self.keep(&r);
         r
     }
+}
+
+/// The value of the hidden input `name` of a page.
+pub fn hidden_input(html: &str, name: &str) -> String {
+    let key = format!("name=\"{name}\" value=\"");
+    let i = html
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + key.len();
+    let end = html[i..].find('"').expect("quote");
+    html[i..i + end].to_string()
 }

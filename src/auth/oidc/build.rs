@@ -18,6 +18,7 @@ use super::endpoints::{OidcEndpoint, Which};
 use super::policy::Policy;
 use super::redirect::Origin;
 use super::session::{CookieJar, CookieSettings};
+use super::store::{Backend, StoreKind};
 use super::{HeaderSet, OidcSession, Provider};
 use crate::auth::endpoint::EndpointAt;
 use crate::auth::{Built, Endpoint};
@@ -40,7 +41,7 @@ pub fn build_providers(
     let mut endpoints = Vec::new();
     for (name, c) in cfg {
         let path = format!("oidc.{name}");
-        let Some(p) = build_provider(name, c, &path, warm, problems) else {
+        let Some(p) = build_provider(name, c, &path, warm, state, problems) else {
             continue;
         };
         let p = Arc::new(p);
@@ -115,6 +116,7 @@ fn build_provider(
     c: &OidcProviderConfig,
     path: &str,
     warm: &Context,
+    state: &Store,
     problems: &mut Problems,
 ) -> Option<Provider> {
     let before = problems.0.len();
@@ -200,6 +202,10 @@ fn build_provider(
         client_id: c.client_id.as_str().into(),
         cookie_refresh: c.cookie_refresh,
         refresher: Default::default(),
+        backend: match c.store {
+            StoreKind::Cookie => Backend::Cookie,
+            StoreKind::Shared => Backend::Shared(state.clone()),
+        },
     })
 }
 

@@ -369,6 +369,52 @@ impl ProviderClient {
         }))
     }
 
+    /// Verify a back-channel logout token's signature (the provider's JWKS, asymmetric
+    /// algorithms only), issuer, audience (this client), `iat` and `exp` (when present); its
+    /// claims. `Err(None)`: the provider's keys are not available.
+    pub async fn verify_logout_token(
+        &self,
+        token: &str,
+    ) -> Result<serde_json::Value, Option<String>> {
+        use jsonwebtoken::{jwk::Jwk, Algorithm, DecodingKey, Validation};
+        if token.len() > 8192 {
+            return Err(Some("too long".into()));
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|e| Some(e.to_string()))?;
+        let asymmetric = !matches!(
+            header.alg,
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+        );
+        if !asymmetric {
+            return Err(Some("HMAC logout tokens are refused".into()));
+        }
+        let meta = self.metadata(false).await.ok_or(None)?;
+        let find = |meta: &ProviderMetadataWithLogout| -> Option<Jwk> {
+            meta.jwks()
+                .keys()
+                .iter()
+                .filter_map(|k| serde_json::to_value(k).ok())
+                .filter_map(|v| serde_json::from_value::<Jwk>(v).ok())
+                .find(|k| header.kid.is_some() && k.common.key_id == header.kid)
+        };
+        let jwk = match find(&meta) {
+            Some(k) => k,
+            None => {
+                let meta = self.metadata(true).await.ok_or(None)?;
+                find(&meta).ok_or_else(|| Some("unknown key".to_string()))?
+            }
+        };
+        let key = DecodingKey::from_jwk(&jwk).map_err(|e| Some(e.to_string()))?;
+        let mut v = Validation::new(header.alg);
+        v.set_issuer(&[self.issuer.as_str()]);
+        v.set_audience(&[self.client_id.as_str()]);
+        v.set_required_spec_claims(&["iat", "iss", "aud"]);
+        v.leeway = 60;
+        jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
+            .map(|d| d.claims)
+            .map_err(|e| Some(e.to_string()))
+    }
+
     /// Check an ID token obtained elsewhere (tests: tokens for another audience, a past `exp`).
     pub async fn verify_id_token(&self, raw: &str, nonce: &str) -> Result<(), LoginError> {
         let meta = self.metadata(false).await.ok_or(LoginError::Unavailable)?;

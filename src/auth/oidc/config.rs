@@ -44,6 +44,10 @@ pub struct OidcProviderConfig {
     /// Serve the endpoints on this host only (default: every host).
     #[serde(default)]
     pub host: Option<String>,
+    /// `cookie` (the sealed session in the cookie) or `shared` (a session id in the cookie, the
+    /// session in the shared state; back-channel logout needs it).
+    #[serde(default)]
+    pub store: super::store::StoreKind,
     /// Session sealing keys; the first seals, all open (rotation).
     pub cookie_secrets: Vec<CookieKey>,
     /// The session cookie's name; `__Host-` is put in front when the cookie is `Secure`, has no

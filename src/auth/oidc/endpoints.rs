@@ -8,7 +8,9 @@
 //!   `id_token_hint`) when it has one and `sign_out_at_provider` is on, else `rd`;
 //! - `userinfo` -> JSON `{user, email, groups, preferred_username}` or 401;
 //! - `auth` -> 200 with `X-Auth-Request-User/-Email/-Groups/-Preferred-Username`, 401 without a
-//!   session, 403 when the policy refuses (nginx `auth_request`, Traefik forward-auth).
+//!   session, 403 when the policy refuses (nginx `auth_request`, Traefik forward-auth);
+//! - `backchannel-logout` (POST `logout_token`) -> every session of that `sid` / `sub` ends
+//!   (OpenID Back-Channel Logout 1.0; needs `store: shared`).
 
 use std::sync::Arc;
 
@@ -20,6 +22,7 @@ use subtle::ConstantTimeEq;
 use super::client::{random_token, redirect_for, LoggedIn, LoginError};
 use super::redirect::safe_redirect;
 use super::session::{self, Flow, Session};
+
 use super::Provider;
 use crate::auth::{state_failed, Answer, Denial, DenyReason, Endpoint, Reply, RequestView};
 use crate::state::Store;
@@ -32,15 +35,17 @@ pub enum Which {
     SignOut,
     UserInfo,
     Auth,
+    BackchannelLogout,
 }
 
 impl Which {
-    pub const ALL: [(Which, &'static str); 5] = [
+    pub const ALL: [(Which, &'static str); 6] = [
         (Which::Start, "/start"),
         (Which::Callback, "/callback"),
         (Which::SignOut, "/sign_out"),
         (Which::UserInfo, "/userinfo"),
         (Which::Auth, "/auth"),
+        (Which::BackchannelLogout, "/backchannel-logout"),
     ];
 }
 
@@ -105,14 +110,24 @@ impl Endpoint for OidcEndpoint {
         "oidc"
     }
 
+    fn max_body(&self) -> usize {
+        match self.which {
+            Which::BackchannelLogout => super::backchannel::MAX_BODY,
+            _ => 0,
+        }
+    }
+
     async fn handle(&self, req: &RequestView<'_>) -> Answer {
         let get = req.method == Method::GET || req.method == Method::HEAD;
         match self.which {
             Which::Start if get => self.start(req).await,
             Which::Callback if get => self.callback(req).await,
-            Which::SignOut if get || req.method == Method::POST => self.sign_out(req),
-            Which::UserInfo if get => self.userinfo(req),
-            Which::Auth => self.auth(req),
+            Which::SignOut if get || req.method == Method::POST => self.sign_out(req).await,
+            Which::UserInfo if get => self.userinfo(req).await,
+            Which::Auth => self.auth(req).await,
+            Which::BackchannelLogout if req.method == Method::POST => {
+                super::backchannel::logout(&self.provider, &self.state, req).await
+            }
             _ => Answer::Deny(
                 Denial::new(StatusCode::METHOD_NOT_ALLOWED, DenyReason::Malformed)
                     .with_header(http::header::ALLOW, HeaderValue::from_static("GET")),
@@ -203,8 +218,9 @@ impl OidcEndpoint {
         if !p.policy.allows(s.email.as_deref(), &s.groups) {
             return deny(StatusCode::FORBIDDEN, DenyReason::Forbidden);
         }
-        let Some(mut cookies) = self.session_cookies(s, req) else {
-            return deny(StatusCode::INTERNAL_SERVER_ERROR, DenyReason::TooLarge);
+        let mut cookies = match p.session_cookies(s, req).await {
+            Ok(c) => c,
+            Err(d) => return Answer::Deny(d),
         };
         cookies.extend(p.jar.clear_flow());
         redirect(&flow.rd, cookies)
@@ -236,28 +252,21 @@ impl OidcEndpoint {
             idt: keep_idt.then(|| l.id_token.clone()),
             at: p.pass_access_token.then(|| l.access_token.clone()),
             rt: p.cookie_refresh.and(l.refresh_token.clone()),
+            id: None,
         })
     }
 
-    /// The session's `Set-Cookie` values; a session too large for the chunks drops the tokens
-    /// it keeps for convenience first.
-    fn session_cookies(&self, mut s: Session, req: &RequestView<'_>) -> Option<Vec<HeaderValue>> {
-        let p = &self.provider;
-        let sealed = session::seal_session(&p.sealer, &s)?;
-        if let Some(c) = p.jar.set_session(&sealed, req) {
-            return Some(c);
-        }
-        s.idt = None;
-        s.at = None;
-        let sealed = session::seal_session(&p.sealer, &s)?;
-        p.jar.set_session(&sealed, req)
-    }
-
-    fn sign_out(&self, req: &RequestView<'_>) -> Answer {
+    async fn sign_out(&self, req: &RequestView<'_>) -> Answer {
         let p = &self.provider;
         let rd = req.query_param("rd");
         let rd = safe_redirect(rd.as_deref(), &p.allowed_origins).into_owned();
-        let session = p.session(req);
+        let session = match p.load(req).await {
+            Ok(s) => s,
+            Err(d) => return Answer::Deny(d),
+        };
+        if let Err(d) = p.forget(session.as_ref()).await {
+            return Answer::Deny(d);
+        }
         let mut cookies = p.jar.clear_session(req);
         cookies.extend(p.jar.clear_flow());
         let end = p.client.end_session().filter(|_| p.sign_out_at_provider);
@@ -280,9 +289,11 @@ impl OidcEndpoint {
         redirect(url.as_str(), cookies)
     }
 
-    fn userinfo(&self, req: &RequestView<'_>) -> Answer {
-        let Some(s) = self.provider.session(req) else {
-            return deny(StatusCode::UNAUTHORIZED, DenyReason::Missing);
+    async fn userinfo(&self, req: &RequestView<'_>) -> Answer {
+        let s = match self.provider.load(req).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return deny(StatusCode::UNAUTHORIZED, DenyReason::Missing),
+            Err(d) => return Answer::Deny(d),
         };
         let body = serde_json::json!({
             "user": s.user,
@@ -293,10 +304,12 @@ impl OidcEndpoint {
         Answer::Respond(Reply::json(StatusCode::OK, body.to_string()))
     }
 
-    fn auth(&self, req: &RequestView<'_>) -> Answer {
+    async fn auth(&self, req: &RequestView<'_>) -> Answer {
         let p = &self.provider;
-        let Some(s) = p.session(req) else {
-            return deny(StatusCode::UNAUTHORIZED, DenyReason::Missing);
+        let s = match p.load(req).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return deny(StatusCode::UNAUTHORIZED, DenyReason::Missing),
+            Err(d) => return Answer::Deny(d),
         };
         if !p.policy.allows(s.email.as_deref(), &s.groups) {
             return deny(StatusCode::FORBIDDEN, DenyReason::Forbidden);

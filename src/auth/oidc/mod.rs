@@ -12,6 +12,7 @@
 //!   get 401.
 //! - The session cookie never reaches the upstream.
 
+pub mod backchannel;
 pub mod build;
 pub mod client;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod policy;
 pub mod redirect;
 pub mod refresh;
 pub mod session;
+pub mod store;
 
 #[cfg(test)]
 mod tests;
@@ -95,15 +97,10 @@ pub struct Provider {
     pub client_id: Box<str>,
     pub cookie_refresh: Option<Duration>,
     pub refresher: refresh::Refresher,
+    pub backend: store::Backend,
 }
 
 impl Provider {
-    /// The request's session, if it carries a valid one that has not ended.
-    pub fn session(&self, req: &RequestView<'_>) -> Option<Session> {
-        let text = self.jar.session_text(req)?;
-        session::open_session(&self.sealer, &text, crate::auth::unix_now())
-    }
-
     /// The identity of a session, as the upstream headers.
     pub fn identity(&self, s: &Session) -> Identity {
         let mut headers = Vec::with_capacity(6);
@@ -159,9 +156,9 @@ impl Provider {
             keep_idt,
             self.pass_access_token,
         );
-        match session::seal_session(&self.sealer, &s) {
-            Some(sealed) => Refreshed::Renewed(Arc::new((s, sealed))),
-            None => Refreshed::Unavailable,
+        match self.persist(&s).await {
+            Ok(text) => Refreshed::Renewed(Arc::new((s, text))),
+            Err(_) => Refreshed::Unavailable,
         }
     }
 
@@ -258,8 +255,10 @@ impl AuthFilter for OidcSession {
     }
 
     async fn check(&self, req: &RequestView<'_>) -> Outcome {
-        let Some(s) = self.provider.session(req) else {
-            return Outcome::NotApplicable;
+        let s = match self.provider.load(req).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Outcome::NotApplicable,
+            Err(d) => return Outcome::Deny(d),
         };
         if let (Some(every), Some(rt)) = (self.provider.cookie_refresh, s.rt.as_deref()) {
             let now = crate::auth::unix_now();

@@ -53,6 +53,9 @@ pub struct Session {
     pub at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rt: Option<String>,
+    /// The id under which the shared store keeps it (not part of what is stored).
+    #[serde(skip)]
+    pub id: Option<String>,
 }
 
 /// A login in progress, as sealed in the flow cookie.

@@ -37,6 +37,7 @@ fn session(groups: usize) -> Session {
         idt: None,
         at: None,
         rt: None,
+        id: None,
     }
 }
 
