@@ -135,32 +135,14 @@ impl Setup {
 
     /// [`Setup::provider_login`] keeping the provider's cookies (its session) in `jar`.
     pub fn provider_login_in(&self, jar: &mut Jar, authorize: &str, login: &str) -> String {
-        let mut url = authorize.to_string();
         let edge = self.edge.url("/");
-        let edge = edge.trim_end_matches('/');
-        for _ in 0..12 {
-            if url.starts_with(edge) {
-                return url;
-            }
-            let r = jar.get(&url);
-            let status = r.status().as_u16();
-            if (300..400).contains(&status) {
-                url = absolute(&self.op.issuer, &location(&r));
-                continue;
-            }
-            let body = r.text().expect("page");
-            assert_eq!(status, 200, "provider page {url}: {body}");
-            let action = absolute(&self.op.issuer, &form_action(&body));
-            let form: Vec<(&str, &str)> = if body.contains("name=\"login\"") {
-                vec![("prompt", "login"), ("login", login), ("password", "x")]
-            } else {
-                vec![("prompt", "consent")]
-            };
-            let r = jar.post(&action, &form);
-            assert!(r.status().is_redirection(), "form post: {}", r.status());
-            url = absolute(&self.op.issuer, &location(&r));
-        }
-        panic!("the provider never redirected back to the edge");
+        provider_login_at(
+            jar,
+            &self.op.issuer,
+            edge.trim_end_matches('/'),
+            authorize,
+            login,
+        )
     }
 
     /// The callback with these cookies: the edge's answer.
@@ -181,6 +163,41 @@ impl Setup {
         assert_eq!(r.status(), 302, "callback for {login}");
         (session_cookies(&r), location(&r))
     }
+}
+
+/// Log in at the provider `issuer` from an authorize URL until it redirects to `edge` (a base
+/// URL); returns that callback URL.
+pub fn provider_login_at(
+    jar: &mut Jar,
+    issuer: &str,
+    edge: &str,
+    authorize: &str,
+    login: &str,
+) -> String {
+    let mut url = authorize.to_string();
+    for _ in 0..12 {
+        if url.starts_with(edge) {
+            return url;
+        }
+        let r = jar.get(&url);
+        let status = r.status().as_u16();
+        if (300..400).contains(&status) {
+            url = absolute(issuer, &location(&r));
+            continue;
+        }
+        let body = r.text().expect("page");
+        assert_eq!(status, 200, "provider page {url}: {body}");
+        let action = absolute(issuer, &form_action(&body));
+        let form: Vec<(&str, &str)> = if body.contains("name=\"login\"") {
+            vec![("prompt", "login"), ("login", login), ("password", "x")]
+        } else {
+            vec![("prompt", "consent")]
+        };
+        let r = jar.post(&action, &form);
+        assert!(r.status().is_redirection(), "form post: {}", r.status());
+        url = absolute(issuer, &location(&r));
+    }
+    panic!("the provider never redirected back to the edge");
 }
 
 /// `name=value; ...` of the session cookies a response set (expired ones left out).

@@ -17,6 +17,7 @@ pub mod build;
 pub mod client;
 pub mod config;
 pub mod endpoints;
+pub mod env;
 pub mod policy;
 pub mod redirect;
 pub mod refresh;
