@@ -8,6 +8,7 @@ mod common;
 #[allow(dead_code)]
 mod oidc;
 
+use authedge::auth::oidc::client::{LoginError, ProviderClient};
 use authedge::auth::oidc::session::{open_flow, seal_flow, Flow};
 use authedge::tokens::seal::Sealer;
 use common::{client, echo_json};
@@ -353,4 +354,51 @@ fn domain_group_and_unverified_email_denials_are_403() {
     let (admin, _) = s.login("alice+admins@example.com", "/admin");
     let v = echo_json(s.page("/admin/x", &admin));
     assert_eq!(v["headers"]["x-forwarded-groups"], "admins");
+}
+
+#[test]
+fn id_tokens_for_another_audience_expired_or_with_another_nonce_are_refused() {
+    let s = Setup::start("");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let out = authedge::outbound::Outbound::new(rt.handle().clone()).unwrap();
+    let c = ProviderClient::new(
+        openidconnect::IssuerUrl::new(s.op.issuer.clone()).unwrap(),
+        "web",
+        Some("secret-web".into()),
+        &[],
+        std::time::Duration::from_secs(5),
+        out,
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // Signed by the provider's own key, with claims it would not issue for this client.
+    let token = |aud: &str, exp: i64, nonce: &str| {
+        let claims = serde_json::json!({
+            "iss": s.op.issuer, "aud": aud, "sub": "alice@example.com",
+            "iat": now - 10, "exp": exp, "nonce": nonce,
+        });
+        let v = s.op.admin(
+            "sign",
+            serde_json::json!({"alg": "RS256", "claims": claims, "header": {"typ": "JWT"}}),
+        );
+        v["token"].as_str().unwrap().to_string()
+    };
+    let check = |t: String| rt.block_on(c.verify_id_token(&t, "n1"));
+    assert_eq!(
+        check(token("web", now + 300, "n1")),
+        Ok(()),
+        "the control passes"
+    );
+    for (what, t) in [
+        ("another audience", token("other-client", now + 300, "n1")),
+        ("expired", token("web", now - 120, "n1")),
+        ("another nonce", token("web", now + 300, "n2")),
+    ] {
+        assert!(
+            matches!(check(t), Err(LoginError::BadIdToken(_))),
+            "{what} must be refused"
+        );
+    }
 }
