@@ -121,19 +121,7 @@ fn build_provider(
 ) -> Option<Provider> {
     let before = problems.0.len();
     let issuer = check_issuer(c, path, problems);
-    let secret = c.client_secret.as_ref().and_then(|s| match s.resolve() {
-        Ok(v) => match String::from_utf8(v.expose().to_vec()) {
-            Ok(s) => Some(s),
-            Err(_) => {
-                problems.push(format!("{path}.client_secret"), "must be UTF-8");
-                None
-            }
-        },
-        Err(m) => {
-            problems.push(format!("{path}.client_secret"), m);
-            None
-        }
-    });
+    let secret = client_secret(c, path, problems);
     if c.client_id.is_empty() {
         problems.push(format!("{path}.client_id"), "must not be empty");
     }
@@ -142,25 +130,7 @@ fn build_provider(
     let origins = origins(c, path, problems);
     check_cookie(c, path, problems);
     check_times(c, path, problems);
-    match &c.email_domains {
-        None => problems.push(
-            format!("{path}.email_domains"),
-            "say who may log in: a list of domains, or [\"*\"] for any",
-        ),
-        Some(d) if d.is_empty() => problems.push(
-            format!("{path}.email_domains"),
-            "an empty list admits no one",
-        ),
-        _ => {}
-    }
-    for (k, v) in [
-        ("groups_claim", &c.groups_claim),
-        ("user_claim", &c.user_claim),
-    ] {
-        if v.is_empty() {
-            problems.push(format!("{path}.{k}"), "must not be empty");
-        }
-    }
+    check_policy(c, path, problems);
     let headers = headers(c, path, problems);
     if problems.0.len() > before {
         return None;
@@ -207,6 +177,46 @@ fn build_provider(
             StoreKind::Shared => Backend::Shared(state.clone()),
         },
     })
+}
+
+/// The client secret, resolved (UTF-8).
+fn client_secret(c: &OidcProviderConfig, path: &str, problems: &mut Problems) -> Option<String> {
+    c.client_secret.as_ref().and_then(|s| match s.resolve() {
+        Ok(v) => match String::from_utf8(v.expose().to_vec()) {
+            Ok(s) => Some(s),
+            Err(_) => {
+                problems.push(format!("{path}.client_secret"), "must be UTF-8");
+                None
+            }
+        },
+        Err(m) => {
+            problems.push(format!("{path}.client_secret"), m);
+            None
+        }
+    })
+}
+
+/// Who may log in must be said; the claims read must be named.
+fn check_policy(c: &OidcProviderConfig, path: &str, problems: &mut Problems) {
+    match &c.email_domains {
+        None => problems.push(
+            format!("{path}.email_domains"),
+            "say who may log in: a list of domains, or [\"*\"] for any",
+        ),
+        Some(d) if d.is_empty() => problems.push(
+            format!("{path}.email_domains"),
+            "an empty list admits no one",
+        ),
+        _ => {}
+    }
+    for (k, v) in [
+        ("groups_claim", &c.groups_claim),
+        ("user_claim", &c.user_claim),
+    ] {
+        if v.is_empty() {
+            problems.push(format!("{path}.{k}"), "must not be empty");
+        }
+    }
 }
 
 /// The discovery client, shared across reloads while issuer and registration are unchanged,

@@ -135,22 +135,7 @@ fn upstream(v: &str) -> Result<(String, String), String> {
 
 /// The config YAML for these variables (`vars`: the whole environment).
 pub fn yaml(vars: &BTreeMap<String, String>, dir: &std::path::Path) -> Result<String, String> {
-    let mut errors = Vec::new();
-    let mut v: BTreeMap<&str, &str> = BTreeMap::new();
-    for (k, val) in vars {
-        let Some(name) = k.strip_prefix(PREFIX) else {
-            continue;
-        };
-        if KNOWN.contains(&name) {
-            v.insert(name, val.as_str());
-        } else if let Some((_, why)) = NOT_DONE.iter().find(|(n, _)| *n == name) {
-            errors.push(format!("{k}: {why}"));
-        } else {
-            errors.push(format!(
-                "{k}: not an oauth2-proxy setting this drop-in knows"
-            ));
-        }
-    }
+    let (v, mut errors) = classify(vars);
     let get = |n: &str| v.get(n).copied().filter(|s| !s.trim().is_empty());
     let mut need = |n: &str| match get(n) {
         Some(s) => s.to_string(),
@@ -161,7 +146,7 @@ pub fn yaml(vars: &BTreeMap<String, String>, dir: &std::path::Path) -> Result<St
     };
     let issuer = need("OIDC_ISSUER_URL");
     let client_id = need("CLIENT_ID");
-    let cookie_secret = need("COOKIE_SECRET");
+    need("COOKIE_SECRET");
     let upstreams = need("UPSTREAMS");
     let domains = need("EMAIL_DOMAINS");
     match get("PROVIDER") {
@@ -209,6 +194,44 @@ pub fn yaml(vars: &BTreeMap<String, String>, dir: &std::path::Path) -> Result<St
         out.push_str(&format!("metrics:\n  address: {}\n", q(&m)));
     }
     out.push_str(&format!("upstreams:\n  app:\n    url: {}\n", q(&up_url)));
+    out.push_str(&provider_yaml(&get, &issuer, &client_id, &domains, &flags));
+    out.push_str(&format!(
+        "routes:\n  - id: oauth2-proxy\n    path: {}\n    upstream: app\n    auth: [ {{ type: oidc, provider: main }} ]\n",
+        q(&route)
+    ));
+    Ok(out)
+}
+
+/// Sort the `OAUTH2_PROXY_*` variables: the known ones by name, and an error for every other.
+fn classify(vars: &BTreeMap<String, String>) -> (BTreeMap<&str, &str>, Vec<String>) {
+    let mut errors = Vec::new();
+    let mut v: BTreeMap<&str, &str> = BTreeMap::new();
+    for (k, val) in vars {
+        let Some(name) = k.strip_prefix(PREFIX) else {
+            continue;
+        };
+        if KNOWN.contains(&name) {
+            v.insert(name, val.as_str());
+        } else if let Some((_, why)) = NOT_DONE.iter().find(|(n, _)| *n == name) {
+            errors.push(format!("{k}: {why}"));
+        } else {
+            errors.push(format!(
+                "{k}: not an oauth2-proxy setting this drop-in knows"
+            ));
+        }
+    }
+    (v, errors)
+}
+
+/// The `oidc:` block of the generated config.
+fn provider_yaml<'a>(
+    get: &dyn Fn(&str) -> Option<&'a str>,
+    issuer: &str,
+    client_id: &str,
+    domains: &str,
+    flags: &[String],
+) -> String {
+    let mut out = String::new();
     out.push_str("oidc:\n  main:\n");
     out.push_str(&format!(
         "    issuer: {}\n    client_id: {}\n",
@@ -221,7 +244,6 @@ pub fn yaml(vars: &BTreeMap<String, String>, dir: &std::path::Path) -> Result<St
     out.push_str(
         "    cookie_secrets: [ { id: env, secret: { env: OAUTH2_PROXY_COOKIE_SECRET } } ]\n",
     );
-    let _ = cookie_secret;
     out.push_str(&format!(
         "    email_domains: {}\n",
         yaml_list(&list(&domains))
@@ -259,13 +281,9 @@ pub fn yaml(vars: &BTreeMap<String, String>, dir: &std::path::Path) -> Result<St
         }
     }
     for f in flags {
-        out.push_str(&f);
+        out.push_str(f);
     }
-    out.push_str(&format!(
-        "routes:\n  - id: oauth2-proxy\n    path: {}\n    upstream: app\n    auth: [ {{ type: oidc, provider: main }} ]\n",
-        q(&route)
-    ));
-    Ok(out)
+    out
 }
 
 #[cfg(test)]
