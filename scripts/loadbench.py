@@ -88,6 +88,25 @@ def wrk(url, headers=(), pids=(), seconds=None):
     return {"rps": rps, "p99_ms": p99, "cpu_us": (cpu / reqs * 1e6) if pids and reqs else None, "errors": errors}
 
 
+def h2load(url, headers=(), pids=(), seconds=None):
+    """h2load over TLS (ALPN h2): one client thread, CONNS connections, 10 streams each."""
+    cmd = ["h2load", "-t1", f"-c{CONNS}", "-m10", f"-D{seconds or DURATION}"]
+    for h in headers:
+        cmd += ["-H", h]
+    cmd.append(url)
+    before = cpu_seconds(pids)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds(pids) - before
+    rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+    m = re.search(r"requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    total, ok, failed, errored = (int(g) for g in m.groups())
+    codes = re.search(r"status codes: (\d+) 2xx", out)
+    non2xx = ok - int(codes.group(1)) if codes else ok
+    if failed or errored or non2xx:
+        print(f"  warning: {url}: failed={failed} errored={errored} non-2xx={non2xx}", file=sys.stderr)
+    return {"rps": rps, "cpu_us": (cpu / ok * 1e6) if pids and ok else None, "errors": failed + errored + non2xx}
+
+
 def b64url(b):
     import base64
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
@@ -129,7 +148,13 @@ http {{ access_log off; keepalive_requests 1000000;
   server {{ listen 127.0.0.1:{up}; location / {{ return 200 "ok\\n"; }} }} }}
 """)
         procs.append(subprocess.Popen(["nginx", "-p", work, "-c", f"{work}/nginx-up.conf"]))
-        hap = free_port()
+        # One certificate for both TLS frontends (HAProxy wants chain and key in one file).
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", f"{work}/h2.key", "-out", f"{work}/h2.crt"], check=True, capture_output=True)
+        with open(f"{work}/h2.pem", "w") as f:
+            f.write(open(f"{work}/h2.crt").read() + open(f"{work}/h2.key").read())
+        hap, hap_tls = free_port(), free_port()
         with open(f"{work}/haproxy.cfg", "w") as f:
             f.write(f"""global
   nbthread 1
@@ -142,6 +167,9 @@ defaults
   option http-keep-alive
 frontend f
   bind 127.0.0.1:{hap}
+  default_backend b
+frontend f_h2
+  bind 127.0.0.1:{hap_tls} ssl crt {work}/h2.pem alpn h2,http/1.1
   default_backend b
 backend b
   http-reuse always
@@ -165,10 +193,11 @@ http {{ access_log off; keepalive_requests 1000000;
             bare = subprocess.Popen([BARE, f"127.0.0.1:{barep}", f"127.0.0.1:{up}"], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
             procs.append(bare)
-        edge_port, metrics_port = free_port(), free_port()
+        edge_port, metrics_port, edge_tls = free_port(), free_port(), free_port()
         with open(os.path.join(HERE, "loadbench.yaml")) as f:
             cfg = f.read()
         cfg = cfg.replace("{port}", str(edge_port)).replace("{metrics_port}", str(metrics_port))
+        cfg = cfg.replace("{tls_port}", str(edge_tls))
         cfg = cfg.replace("{upstream}", str(up)).replace("{dir}", work)
         jwt = mint_rs256(work)
         bench_hash = subprocess.run([BIN, "hash-password"], input=b"bench-password\n", check=True,
@@ -190,6 +219,7 @@ http {{ access_log off; keepalive_requests 1000000;
             shared_port, shared_metrics = free_port(), free_port()
             scfg = cfg.replace(f"127.0.0.1:{edge_port}", f"127.0.0.1:{shared_port}")
             scfg = scfg.replace(f"127.0.0.1:{metrics_port}", f"127.0.0.1:{shared_metrics}")
+            scfg = scfg.replace(f"127.0.0.1:{edge_tls}", f"127.0.0.1:{free_port()}")
             scfg = scfg.replace(f"{work}/authedge.pid", f"{work}/shared.pid")
             scfg = scfg.replace(f"{work}/authedge-upgrade.sock", f"{work}/shared-upgrade.sock")
             scfg = scfg.replace("{state}", f"state: {{ redis: {{ url: \"redis://127.0.0.1:{rport}/0\", timeout: 50ms }} }}\n")
@@ -199,7 +229,7 @@ http {{ access_log off; keepalive_requests 1000000;
             shared = subprocess.Popen([BIN, "run", "--config", f"{work}/shared.yaml"], stdout=subprocess.DEVNULL,
                                       env={**os.environ, "RUST_LOG": "warn"})
             procs.append(shared)
-        for p in (up, hap, ngp, edge_port, metrics_port) + ((barep,) if bare else ()) + \
+        for p in (up, hap, hap_tls, ngp, edge_port, edge_tls, metrics_port) + ((barep,) if bare else ()) + \
                 ((shared_port, shared_metrics) if shared else ()):
             wait_port(p)
         if shared:
@@ -268,10 +298,33 @@ http {{ access_log off; keepalive_requests 1000000;
             vb = f"{ratio(r['name'], 'pingora bare proxy'):.2f}" if bare else "-"
             vp = ratio(r["name"], "authedge public")
             print(f"{r['name']:<22}{r['rps']:>10.0f}{r['p99_ms']:>9.2f}{cpu:>12}{vh:>12.2f}{vb:>12}{vp:>11.2f}")
+        pair_errors = []
+        # HTTP/2 over TLS: h2load against HAProxy and the edge's TLS listener (same certificate),
+        # round-robin like the wrk rounds.
+        h2_targets = [
+            ("haproxy h2", f"https://127.0.0.1:{hap_tls}/public", [], tree(haproxy.pid)),
+            ("authedge h2 public", f"https://127.0.0.1:{edge_tls}/public", [], [edge.pid]),
+            ("authedge h2 jwt", f"https://127.0.0.1:{edge_tls}/jwt", [f"Authorization: Bearer {jwt}"], [edge.pid]),
+        ]
+        h2_runs = {name: [] for name, *_ in h2_targets}
+        if shutil.which("h2load"):
+            for _ in range(REPEATS):
+                for name, url, headers, pids in order.sample(h2_targets, len(h2_targets)):
+                    h2_runs[name].append(h2load(url, headers, pids))
+            print(f"\nh2load -t1 -c{CONNS} -m10 -D{DURATION} over TLS (ALPN h2) x {REPEATS} rounds; same certificate")
+            print(f"{'target':<22}{'req/s':>10}{'CPU us/req':>12}{'vs haproxy h2':>15}")
+            for name, *_ in h2_targets:
+                rs = h2_runs[name]
+                med = sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]
+                cpus = sorted(r["cpu_us"] for r in rs if r["cpu_us"])
+                cpu = f"{cpus[len(cpus) // 2]:.1f}" if cpus else "-"
+                vh = statistics.median(a["rps"] / b["rps"] for a, b in zip(rs, h2_runs["haproxy h2"]))
+                print(f"{name:<22}{med['rps']:>10.0f}{cpu:>12}{vh:>15.2f}")
+                if any(r["errors"] for r in rs):
+                    pair_errors.append(name)
         # The budgets compare auth routes with the public route of the same edge. Many short back-to-
         # back pairs (alternating which side goes first) measure that ratio with less of the
         # machine's drift than the long rounds above.
-        pair_errors = []
         if PAIRS:
             print(f"\npaired runs: {PAIRS} pairs of wrk -t1 -c{CONNS} -d{PAIR_SECONDS}s, public vs each auth route")
             public_url = f"http://127.0.0.1:{edge_port}/public"

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Load benchmark: upstream direct vs HAProxy vs nginx vs authedge routes (memory state and
-# Redis-shared state), on 127.0.0.1 only.
+# Redis-shared state), and HTTP/2 over TLS (h2load) authedge vs HAProxy, on 127.0.0.1 only.
 # Usage: scripts/loadbench.sh   (DURATION=5 REPEATS=7 CONNS=50 to change the run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
-for c in wrk haproxy nginx cmake redis-server; do command -v $c >/dev/null || missing+=($c); done
+for c in wrk haproxy nginx cmake redis-server h2load; do command -v $c >/dev/null || missing+=($c); done
 if [ ${#missing[@]} -gt 0 ]; then
-  pkgs=(); for c in "${missing[@]}"; do [ "$c" = nginx ] && pkgs+=(nginx-light) || pkgs+=("$c"); done
+  pkgs=(); for c in "${missing[@]}"; do
+    case $c in nginx) pkgs+=(nginx-light) ;; h2load) pkgs+=(nghttp2-client) ;; *) pkgs+=("$c") ;; esac
+  done
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
 fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/authedge/target}"

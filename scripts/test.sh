@@ -21,6 +21,11 @@ command -v openssl >/dev/null || need_pkgs+=(openssl)
 { command -v redis-server >/dev/null && command -v redis-cli >/dev/null; } || need_pkgs+=(redis-server)
 # The oidc browser test drives a real headless Chromium through chromedriver.
 { command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || need_pkgs+=(chromium chromium-driver)
+# Ingress tests (tests/ingress.rs, tests/grpc_ws.rs): curl and nghttp speak HTTP/2; Python runs
+# the real gRPC (grpcio) and WebSocket (websockets) servers and clients.
+command -v curl >/dev/null || need_pkgs+=(curl)
+command -v nghttp >/dev/null || need_pkgs+=(nghttp2-client)
+command -v python3 >/dev/null || need_pkgs+=(python3 python3-pip)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
   if [ "$(id -u)" -eq 0 ]; then
@@ -35,6 +40,10 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
+
+python3 -c 'import grpc, websockets' 2>/dev/null \
+  || python3 -m pip install --quiet grpcio websockets \
+  || python3 -m pip install --quiet --break-system-packages grpcio websockets
 
 if [ -f tests/fixtures/oidc-provider/package-lock.json ]; then
   (cd tests/fixtures/oidc-provider && { [ -d node_modules ] || npm ci --no-audit --no-fund --silent; })

@@ -32,9 +32,13 @@ pub fn resolve_config(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
     if crate::auth::oidc::env::wanted(&vars) {
         return oauth2_proxy(&vars, env("AUTHEDGE_STATE_DIR"));
     }
+    if env("PROVIDER_URL").is_none() && crate::auth::pkce::dropin::wanted(&env) {
+        return crate::auth::pkce::dropin::resolve(&env);
+    }
     if env("PROVIDER_URL").is_none() || env("UPSTREAM_URL").is_none() {
         return Err("no config: give --config FILE (or AUTHEDGE_CONFIG), or set PROVIDER_URL and UPSTREAM_URL \
-                    to run with ooproxy's environment variables"
+                    to run with ooproxy's environment variables \
+                    (or OAUTH_AUTH_URL and the others of the PKCE proxy)"
             .into());
     }
     let dir = match env("AUTHEDGE_STATE_DIR") {

@@ -19,6 +19,7 @@ pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod tls;
 pub mod tokens;
 pub mod upstream;
 pub mod wire;

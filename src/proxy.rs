@@ -25,10 +25,11 @@ use crate::routing::{strict_path, Match};
 use crate::snapshot::{RouteEntry, Snapshot};
 use crate::upstream::UpstreamKind;
 mod forward;
+mod grpc;
 
 use crate::wire::{
-    body_denial, client_ip, error_code, has_body, is_tls, peer_ip, read_body, request_host,
-    status_body, view, write_response,
+    authority_conflict, body_denial, client_ip, error_code, has_body, is_tls, peer_ip, read_body,
+    request_host, status_body, view, write_response,
 };
 
 /// The proxy. Holds the live snapshot and the metrics.
@@ -81,6 +82,9 @@ impl Edge {
         ctx.outcome = "deny";
         ctx.reason = d.reason.as_str();
         let close = has_body(session.req_header());
+        if grpc::is_grpc(session.req_header()) {
+            return grpc::write_denial(session, d.status, &d.headers, ctx.reason, close).await;
+        }
         write_response(session, d.status, &d.headers, status_body(d.status), close).await
     }
 
@@ -100,6 +104,11 @@ impl Edge {
         let peer = peer_ip(session);
         ctx.peer = peer;
         ctx.client_ip = client_ip(snap, peer, session.req_header());
+        if authority_conflict(session.req_header()) {
+            let d = Denial::new(StatusCode::BAD_REQUEST, DenyReason::Malformed);
+            self.deny(session, ctx, d).await?;
+            return Ok(Decision::Answered);
+        }
         if let Err(status) = crate::headers::check_framing(&session.req_header().headers) {
             let d = Denial::new(status, DenyReason::Malformed);
             self.deny(session, ctx, d).await?;
@@ -381,7 +390,11 @@ impl ProxyHttp for Edge {
         }
         if code > 0 {
             if let Ok(status) = StatusCode::from_u16(code) {
-                let _ = write_response(session, status, &[], status_body(status), true).await;
+                let _ = if grpc::is_grpc(session.req_header()) {
+                    grpc::write_denial(session, status, &[], "", true).await
+                } else {
+                    write_response(session, status, &[], status_body(status), true).await
+                };
             }
         }
         FailToProxy {

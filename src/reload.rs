@@ -13,12 +13,15 @@ use tokio::signal::unix::Signal;
 use crate::config::Problems;
 use crate::context::Context;
 use crate::snapshot::{self, Snapshot};
+use crate::tls::Certificates;
 
 pub struct Reloader {
     path: PathBuf,
     current: Arc<ArcSwap<Snapshot>>,
     warm: Arc<Context>,
     generation: AtomicU64,
+    /// The TLS listeners' certificates, re-read on every SIGHUP.
+    certs: Option<Arc<Certificates>>,
 }
 
 impl Reloader {
@@ -29,7 +32,14 @@ impl Reloader {
             current,
             warm,
             generation,
+            certs: None,
         }
+    }
+
+    /// Re-read these certificates on every SIGHUP too (whether or not the config loads).
+    pub fn with_certificates(mut self, certs: Arc<Certificates>) -> Self {
+        self.certs = Some(certs);
+        self
     }
 
     /// Load the file again and swap it in, or keep the old snapshot.
@@ -73,6 +83,9 @@ impl Reloader {
         while hangups.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading {}", self.path.display());
             let _ = self.reload().await;
+            if let Some(c) = &self.certs {
+                c.reload();
+            }
         }
     }
 }

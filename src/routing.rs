@@ -176,9 +176,14 @@ pub struct Router {
     case_insensitive: bool,
 }
 
+/// A configured route path that is not a valid absolute path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("path {0:?} is not a valid absolute path")]
+pub struct BadPrefix(pub String);
+
 /// Normalise a configured prefix: canonical, no trailing slash except for the root.
-pub fn normalize_prefix(p: &str) -> Result<String, String> {
-    let c = canonical_path(p).map_err(|_| format!("path {p:?} is not a valid absolute path"))?;
+pub fn normalize_prefix(p: &str) -> Result<String, BadPrefix> {
+    let c = canonical_path(p).map_err(|_| BadPrefix(p.to_string()))?;
     let mut s = c.into_owned();
     while s.len() > 1 && s.ends_with('/') {
         s.pop();

@@ -17,6 +17,7 @@ use crate::metrics::{Metrics, SidePort};
 use crate::proxy::Edge;
 use crate::reload::Reloader;
 use crate::snapshot::{self, Snapshot};
+use crate::tls::Certificates;
 
 /// The runtime for background work: config loads, key fetches and refreshes, SIGHUP. Pingora's
 /// services each run their own runtimes; this one lives for the whole process.
@@ -81,30 +82,41 @@ fn init_logging(log: &LogConfig, metrics: &Metrics) {
     };
 }
 
-/// One Pingora service per listener role, each with its own `ProxyHttp`.
+/// One Pingora service per listener role, each with its own `ProxyHttp`; plain listeners with
+/// `h2c: true` get a service of their own (Pingora's h2c switch is per service).
 fn add_role_services(
     server: &mut Server,
     listeners: &[ListenerConfig],
+    certs: &Certificates,
     current: &Arc<ArcSwap<Snapshot>>,
     metrics: &Arc<Metrics>,
     keepalive_request_limit: u32,
 ) -> Result<(), String> {
-    let mine = |role: ListenerRole| listeners.iter().filter(move |l| l.role == role);
-    if mine(ListenerRole::ReverseProxy).next().is_some() {
+    for h2c in [false, true] {
+        let mine: Vec<(usize, &ListenerConfig)> = listeners
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.role == ListenerRole::ReverseProxy && l.h2c == h2c)
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let name = if h2c { "authedge h2c" } else { "authedge" };
         let mut proxy = pingora::proxy::http_proxy_service_with_name(
             &server.configuration,
             Edge::new(current.clone(), metrics.clone()),
-            "authedge",
+            name,
         );
         if let Some(app) = proxy.app_logic_mut() {
             let limit = keepalive_request_limit;
             let mut opts = pingora::apps::HttpServerOptions::default();
             // Pingora counts reuses after the first request.
             opts.keepalive_request_limit = (limit > 0).then(|| limit - 1);
+            opts.h2c = h2c;
             app.server_options = Some(opts);
         }
-        for l in mine(ListenerRole::ReverseProxy) {
-            add_listener(&mut proxy, l)?;
+        for (i, l) in mine {
+            add_listener(&mut proxy, l, certs.store(i))?;
         }
         server.add_service(proxy);
     }
@@ -112,13 +124,19 @@ fn add_role_services(
 }
 
 /// Bind one listener (TCP, TLS or unix socket) to a service.
-fn add_listener<A>(svc: &mut Service<A>, l: &ListenerConfig) -> Result<(), String> {
-    match (&l.address, &l.unix, &l.tls) {
-        (Some(a), None, None) => svc.add_tcp(a),
-        (Some(a), None, Some(t)) => svc
-            .add_tls(a, &t.cert, &t.key)
-            .map_err(|e| format!("listener {a}: cannot load TLS certificate or key: {e}"))?,
-        (None, Some(u), _) => svc.add_uds(u, None),
+fn add_listener<A>(
+    svc: &mut Service<A>,
+    l: &ListenerConfig,
+    store: Option<Arc<crate::tls::CertStore>>,
+) -> Result<(), String> {
+    match (&l.address, &l.unix, &l.tls, store) {
+        (Some(a), None, None, _) => svc.add_tcp(a),
+        (Some(a), None, Some(t), Some(store)) => {
+            let settings = crate::tls::settings(store, &t.alpn)
+                .map_err(|e| format!("listener {a}: TLS: {e}"))?;
+            svc.add_tls_with_settings(a, None, settings)
+        }
+        (None, Some(u), _, _) => svc.add_uds(u, None),
         _ => return Err("a listener needs exactly one of address or unix".into()),
     }
     Ok(())
@@ -167,8 +185,11 @@ pub fn run(path: PathBuf) -> Result<(), String> {
     let metrics_cfg = snap.metrics.clone();
     let (routes, generation) = (snap.routes.len(), snap.generation);
 
+    let certs = Arc::new(Certificates::build(&listeners, &metrics)?);
     let current = Arc::new(ArcSwap::from_pointee(snap));
-    let reloader = Arc::new(Reloader::new(path.clone(), current.clone(), warm.clone()));
+    let reloader = Arc::new(
+        Reloader::new(path.clone(), current.clone(), warm.clone()).with_certificates(certs.clone()),
+    );
     let hangups = rt
         .block_on(async { signal(SignalKind::hangup()) })
         .map_err(|e| format!("cannot trap SIGHUP: {e}"))?;
@@ -179,6 +200,7 @@ pub fn run(path: PathBuf) -> Result<(), String> {
     add_role_services(
         &mut server,
         &listeners,
+        &certs,
         &current,
         &metrics,
         keepalive_request_limit,

@@ -107,6 +107,10 @@ pub async fn compile(
     source: Option<&Path>,
 ) -> Result<Snapshot, Problems> {
     let mut problems = Problems::default();
+    let mut cfg = cfg;
+    for t in cfg.listeners.iter_mut().filter_map(|l| l.tls.as_mut()) {
+        crate::tls::resolve_paths(t, |f| warm.resolve_path(f));
+    }
     check_server(&cfg, &mut problems);
     let (standard, mut owned) = identity_headers(&cfg, &mut problems);
     let upstreams = build_upstreams(&cfg, &mut problems);
@@ -122,6 +126,9 @@ pub async fn compile(
     let (oidc, oidc_endpoints) = oidc::build_providers(&cfg.oidc, warm, &state, &mut problems);
     for (path, list) in oidc_endpoints {
         register(&mut endpoints, list, &path, &mut problems);
+    }
+    for (path, eps) in crate::auth::pkce::build_realms(&cfg.pkce, warm, &state, &mut problems) {
+        register(&mut endpoints, eps, &path, &mut problems);
     }
     let shared = Shared {
         oidc: &oidc,
@@ -168,7 +175,7 @@ pub async fn compile(
             None
         }
     };
-    if cfg.routes.is_empty() {
+    if cfg.routes.is_empty() && endpoints.is_empty() {
         problems.push("routes", "no routes: every request would get 404");
     }
     let Some(router) = router.filter(|_| problems.is_empty()) else {
@@ -244,10 +251,12 @@ fn check_listener(l: &ListenerConfig, p: &str, problems: &mut Problems) {
         _ => problems.push(p, "give exactly one of address or unix"),
     }
     if let Some(tls) = &l.tls {
-        for (k, f) in [("cert", &tls.cert), ("key", &tls.key)] {
-            if std::fs::metadata(f).is_err() {
-                problems.push(format!("{p}.tls.{k}"), format!("cannot read {f}"));
-            }
+        crate::tls::check(tls, p, problems);
+        if l.h2c {
+            problems.push(
+                format!("{p}.h2c"),
+                "h2c is for plain listeners; TLS offers h2 by alpn",
+            );
         }
     }
 }
@@ -475,7 +484,7 @@ async fn build_route(
 /// The store the `state` block asks for, shared across reloads while the block is unchanged
 /// (the same Redis connection; the same memory store when absent).
 pub fn state_store(warm: &Warm, cfg: Option<&StateConfig>) -> Result<Store, Problems> {
-    let plan = state::config::plan(cfg)?;
+    let plan = state::config::plan(cfg, &|name| warm.resolve_path(name))?;
     let metrics = warm.pinned("state:metrics", || {
         state::metrics::StateMetrics::new(&warm.metrics.registry)
             .unwrap_or_else(|_| state::metrics::StateMetrics::detached())

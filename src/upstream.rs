@@ -119,5 +119,14 @@ fn peer(url: &str, cfg: &UpstreamConfig) -> Result<HttpPeer, String> {
     p.options.idle_timeout = Some(Duration::from_secs(60));
     p.options.verify_cert = cfg.tls_verify;
     p.options.verify_hostname = cfg.tls_verify;
+    match (cfg.http2, cfg.h2c, p.is_tls()) {
+        (true, true, _) => return Err("give http2 (https) or h2c (http), not both".into()),
+        (true, false, false) => return Err("http2: true needs https://; use h2c: true".into()),
+        (false, true, true) => return Err("h2c: true needs http://; use http2: true".into()),
+        // Only HTTP/2: gRPC cannot fall back to HTTP/1.1. On a plain peer this is h2c with
+        // prior knowledge.
+        (true, false, true) | (false, true, false) => p.options.set_http_version(2, 2),
+        (false, false, _) => {}
+    }
     Ok(p)
 }

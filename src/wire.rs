@@ -195,6 +195,19 @@ pub fn request_host(req: &RequestHeader) -> Option<&str> {
         .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
 }
 
+/// A request whose target names an authority (HTTP/2 `:authority`, an HTTP/1.1 absolute-form
+/// target) and whose `Host` names another: the edge would route by one and the upstream might
+/// read the other, so it is refused.
+pub fn authority_conflict(req: &RequestHeader) -> bool {
+    let Some(authority) = req.uri.authority() else {
+        return false;
+    };
+    req.headers.get_all(header::HOST).iter().any(|h| {
+        !h.as_bytes()
+            .eq_ignore_ascii_case(authority.as_str().as_bytes())
+    })
+}
+
 /// 413 for a body over the bound, else 400.
 pub fn body_denial(status: StatusCode) -> Denial {
     let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {

@@ -390,3 +390,60 @@ fn reload_keeps_the_connection_when_the_state_block_is_unchanged() {
     edge.wait_ready();
     assert_eq!(get(&edge, "/any", &token), 200);
 }
+
+#[test]
+fn rediss_with_the_configured_ca_is_shared_and_a_wrong_ca_fails_closed() {
+    let redis = Redis::start_tls(free_port());
+    let ca = redis.ca.clone().expect("TLS server has a CA");
+    let up = EchoUpstream::start();
+    let tls = |ca: &std::path::Path| {
+        format!(
+            "    url: rediss://127.0.0.1:{}/0\n    key_prefix: \"s:\"\n    timeout: 500ms\n    ca_file: \"{}\"\n",
+            redis.port,
+            ca.display()
+        )
+    };
+    let extra = format!("{GENEROUS}{USER_LIMIT}");
+    let (a, b) = pair(&config(up.port, &tls(&ca), &extra));
+    // Over TLS: one rate-limit budget across both instances.
+    limit_split_over_both(&a, &b);
+    assert!(
+        redis.cli(&["dbsize"]).parse::<u32>().unwrap_or(0) > 0,
+        "keys written over TLS"
+    );
+
+    // A CA that did not sign the server's certificate: the connection is refused, so routes
+    // that need the state answer 503 and the instance never becomes ready; public routes work.
+    let other = tempfile::tempdir().unwrap();
+    let (wrong, _, _) = common::redis::tls_files(other.path(), "other");
+    let c = Edge::start(&config(up.port, &tls(&wrong), GENEROUS));
+    let token = login(&a);
+    wait_for(|| get(&c, "/open", "") == 200, "public route without Redis");
+    for _ in 0..5 {
+        assert_eq!(get(&c, "/any", &token), 503);
+    }
+    let ready = client()
+        .get(format!("http://127.0.0.1:{}/readyz", c.metrics_port))
+        .send()
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    assert_eq!(ready, 503, "/readyz with an untrusted Redis certificate");
+
+    // `#insecure` (skip verification) is refused by check.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("insecure.yaml");
+    let yaml = config(up.port, &tls(&ca), GENEROUS).replace("/0\n", "/0#insecure\n");
+    std::fs::write(&f, common::render(&yaml, 1, 2, dir.path())).unwrap();
+    let out = Command::new(common::bin())
+        .args(["check", "--config"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("state.redis.url") && err.contains("#insecure"),
+        "{:?} {err} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -8,8 +8,10 @@
 
 pub mod endpoint;
 pub mod jwt;
+pub mod limits;
 pub mod oidc;
 pub mod opaque;
+pub mod pkce;
 pub mod probe;
 pub mod request;
 pub mod signed;

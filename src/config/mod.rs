@@ -17,10 +17,10 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(path: impl Into<String>, message: impl std::fmt::Display) -> Self {
         Problem {
             path: path.into(),
-            message: message.into(),
+            message: message.to_string(),
         }
     }
 }
@@ -40,7 +40,7 @@ impl fmt::Display for Problem {
 pub struct Problems(pub Vec<Problem>);
 
 impl Problems {
-    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub fn push(&mut self, path: impl Into<String>, message: impl std::fmt::Display) {
         self.0.push(Problem::new(path, message));
     }
     pub fn is_empty(&self) -> bool {

@@ -35,9 +35,14 @@ pub struct FileConfig {
     /// Named OpenID providers with their sessions, used by `oidc` filters.
     #[serde(default)]
     pub oidc: BTreeMap<String, crate::auth::oidc::OidcProviderConfig>,
+    /// Named PKCE realms (an authorization server without PKCE, the clients it serves).
+    #[serde(default)]
+    pub pkce: BTreeMap<String, crate::auth::pkce::PkceRealmConfig>,
     /// Shared state (Redis); memory when absent.
     #[serde(default)]
     pub state: Option<crate::state::StateConfig>,
+    /// May be empty only when the config serves endpoints (a `pkce` realm alone).
+    #[serde(default)]
     pub routes: Vec<RouteConfig>,
     /// Notes from a drop-in reader (parts of a foreign config that are not run), logged at load.
     #[serde(skip)]
@@ -132,6 +137,9 @@ pub struct ListenerConfig {
     /// Which proxy serves this listener (default: the authenticating reverse proxy).
     #[serde(default)]
     pub role: ListenerRole,
+    /// Plain listeners: also serve HTTP/2 with prior knowledge (h2c); HTTP/1.1 still works.
+    #[serde(default)]
+    pub h2c: bool,
 }
 
 /// The proxy role a listener serves. Each role is its own Pingora service with its own
@@ -147,6 +155,26 @@ pub enum ListenerRole {
 #[derive(Debug, Deserialize, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
+    /// The default certificate chain and key (PEM; relative to the config file's directory).
+    pub cert: String,
+    pub key: String,
+    /// Protocols offered by ALPN, in preference order: `[h2, http/1.1]`, `[h2]` or `[http/1.1]`.
+    #[serde(default = "default_alpn")]
+    pub alpn: Vec<String>,
+    /// More certificates, chosen by the client's SNI (see `crate::tls`).
+    #[serde(default)]
+    pub sni: Vec<SniCertConfig>,
+}
+
+fn default_alpn() -> Vec<String> {
+    vec!["h2".into(), "http/1.1".into()]
+}
+
+/// A certificate served to clients asking for one of `names` (`*.example.com`: one label).
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SniCertConfig {
+    pub names: Vec<String>,
     pub cert: String,
     pub key: String,
 }
@@ -264,6 +292,12 @@ pub struct UpstreamConfig {
     /// Replace the request's `Host` header.
     #[serde(default)]
     pub host_header: Option<String>,
+    /// Speak HTTP/2 to an `https://` upstream (ALPN h2), e.g. for gRPC.
+    #[serde(default)]
+    pub http2: bool,
+    /// Speak HTTP/2 with prior knowledge to an `http://` upstream (h2c), e.g. for gRPC.
+    #[serde(default)]
+    pub h2c: bool,
 }
 
 fn default_connect() -> Duration {

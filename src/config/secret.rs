@@ -70,6 +70,17 @@ impl std::fmt::Debug for SecretSource {
     }
 }
 
+/// Why a secret could not be resolved (never contains the secret).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("environment variable {0} is not set or not UTF-8")]
+    Env(String),
+    #[error("cannot read secret file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("secret is empty")]
+    Empty,
+}
+
 /// A resolved secret: bytes wiped on drop, redacted in Debug.
 #[derive(Clone)]
 pub struct Secret(Zeroizing<Vec<u8>>);
@@ -88,15 +99,17 @@ impl Secret {
 
 impl SecretSource {
     /// Resolve now. A file's trailing newline is dropped. Errors never contain the secret.
-    pub fn resolve(&self) -> Result<Secret, String> {
+    pub fn resolve(&self) -> Result<Secret, SecretError> {
         let bytes = match self {
             SecretSource::Value(v) => v.as_bytes().to_vec(),
             SecretSource::Env(name) => std::env::var(name)
-                .map_err(|_| format!("environment variable {name} is not set or not UTF-8"))?
+                .map_err(|_| SecretError::Env(name.clone()))?
                 .into_bytes(),
             SecretSource::File(path) => {
-                let mut b = std::fs::read(path)
-                    .map_err(|e| format!("cannot read secret file {path}: {e}"))?;
+                let mut b = std::fs::read(path).map_err(|e| SecretError::File {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
                 while matches!(b.last(), Some(b'\n' | b'\r')) {
                     b.pop();
                 }
@@ -104,7 +117,7 @@ impl SecretSource {
             }
         };
         if bytes.is_empty() {
-            return Err("secret is empty".into());
+            return Err(SecretError::Empty);
         }
         Ok(Secret(Zeroizing::new(bytes)))
     }
@@ -131,10 +144,11 @@ mod tests {
         assert!(missing
             .resolve()
             .unwrap_err()
+            .to_string()
             .contains("AUTHEDGE_TEST_SURELY_UNSET_VAR"));
         assert_eq!(
             SecretSource::Value(String::new()).resolve().unwrap_err(),
-            "secret is empty"
+            SecretError::Empty
         );
     }
 

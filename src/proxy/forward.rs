@@ -58,7 +58,13 @@ impl Edge {
                 Some(q) => format!("{p}?{q}"),
                 None => p.clone(),
             };
-            if let Ok(uri) = http::Uri::builder().path_and_query(pq).build() {
+            // Scheme and authority stay (an HTTP/2 upstream takes `:authority` from them); the
+            // path alone when they cannot.
+            let mut with_authority = parts.uri.clone().into_parts();
+            with_authority.path_and_query = http::uri::PathAndQuery::try_from(pq.as_str()).ok();
+            let uri = http::Uri::from_parts(with_authority)
+                .or_else(|_| http::Uri::builder().path_and_query(pq).build());
+            if let Ok(uri) = uri {
                 parts.uri = uri;
             }
         }

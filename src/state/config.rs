@@ -42,6 +42,10 @@ pub struct RedisConfig {
     /// Overrides a password in the URL.
     #[serde(default)]
     pub password: Option<SecretSource>,
+    /// `rediss://` only: PEM file of the CA that signed the server's certificate (default: the
+    /// system's roots). Relative to the config file's directory.
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 fn default_prefix() -> String {
@@ -78,7 +82,16 @@ pub struct StateEnv<'a> {
     pub metrics: Arc<StateMetrics>,
 }
 
-fn client(url: &str, password: Option<&str>, key: &str, p: &mut Problems) -> Option<redis::Client> {
+/// The trust for `rediss://` connections: `None` for the system roots, else a CA's PEM.
+type CaPem = Option<Vec<u8>>;
+
+fn client(
+    url: &str,
+    password: Option<&str>,
+    ca: &CaPem,
+    key: &str,
+    p: &mut Problems,
+) -> Option<redis::Client> {
     let parsed = match url::Url::parse(url) {
         Ok(u) => u,
         Err(e) => {
@@ -86,16 +99,21 @@ fn client(url: &str, password: Option<&str>, key: &str, p: &mut Problems) -> Opt
             return None;
         }
     };
-    match parsed.scheme() {
-        "redis" => {}
-        "rediss" => {
-            p.push(key, "rediss:// (TLS) is not supported by this build; use redis:// on a trusted network or a TLS tunnel");
-            return None;
-        }
+    let tls = match parsed.scheme() {
+        "redis" => false,
+        "rediss" => true,
         s => {
-            p.push(key, format!("scheme {s:?} is not redis://"));
+            p.push(key, format!("scheme {s:?} is not redis:// or rediss://"));
             return None;
         }
+    };
+    if parsed.fragment().is_some() {
+        // redis-rs reads `#insecure` as "skip certificate checks": never on this edge.
+        p.push(
+            key,
+            "no URL fragment (#insecure is refused: certificates are always verified)",
+        );
+        return None;
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         p.push(key, "the URL needs a host");
@@ -115,7 +133,17 @@ fn client(url: &str, password: Option<&str>, key: &str, p: &mut Problems) -> Opt
         }
         None => info,
     };
-    match redis::Client::open(info) {
+    let built = match (tls, ca) {
+        (true, Some(pem)) => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            },
+        ),
+        _ => redis::Client::open(info),
+    };
+    match built {
         Ok(c) => Some(c),
         Err(e) => {
             p.push(key, format!("{e}"));
@@ -124,10 +152,49 @@ fn client(url: &str, password: Option<&str>, key: &str, p: &mut Problems) -> Opt
     }
 }
 
+/// The CA file of `state.redis.ca_file`, read now (`resolve` maps a relative name to the
+/// config file's directory).
+fn read_ca(cfg: &RedisConfig, resolve: &dyn Fn(&str) -> String, p: &mut Problems) -> Option<CaPem> {
+    let Some(name) = &cfg.ca_file else {
+        return Some(None);
+    };
+    let key = "state.redis.ca_file";
+    let uses_tls = cfg
+        .url
+        .iter()
+        .chain(cfg.cluster.iter().flatten())
+        .any(|u| u.starts_with("rediss://"));
+    if !uses_tls {
+        p.push(key, "only used with rediss:// URLs");
+        return None;
+    }
+    let path = resolve(name);
+    match std::fs::read(&path) {
+        Ok(pem) if String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") => {
+            Some(Some(pem))
+        }
+        Ok(_) => {
+            p.push(key, format!("{path}: no PEM certificate in it"));
+            None
+        }
+        Err(e) => {
+            p.push(key, format!("cannot read {path}: {e}"));
+            None
+        }
+    }
+}
+
 /// Validate `state.redis`; every problem names its key path.
-pub fn validate(cfg: &RedisConfig, problems: &mut Problems) -> Option<RedisSettings> {
+pub fn validate(
+    cfg: &RedisConfig,
+    resolve: &dyn Fn(&str) -> String,
+    problems: &mut Problems,
+) -> Option<RedisSettings> {
     let base = "state.redis";
     let mut ok = true;
+    let ca = read_ca(cfg, resolve, problems);
+    ok &= ca.is_some();
+    let ca = ca.flatten();
     let password = match &cfg.password {
         None => None,
         Some(src) => match src.resolve() {
@@ -159,9 +226,8 @@ pub fn validate(cfg: &RedisConfig, problems: &mut Problems) -> Option<RedisSetti
     }
     let pw = password.as_deref();
     let target = match (&cfg.url, &cfg.cluster) {
-        (Some(u), None) => {
-            client(u, pw, &format!("{base}.url"), problems).map(|c| Target::Single(Box::new(c)))
-        }
+        (Some(u), None) => client(u, pw, &ca, &format!("{base}.url"), problems)
+            .map(|c| Target::Single(Box::new(c))),
         (None, Some(nodes)) if nodes.is_empty() => {
             problems.push(format!("{base}.cluster"), "list at least one node");
             None
@@ -169,7 +235,7 @@ pub fn validate(cfg: &RedisConfig, problems: &mut Problems) -> Option<RedisSetti
         (None, Some(nodes)) => {
             let mut plain = Vec::new();
             for (i, n) in nodes.iter().enumerate() {
-                if let Some(c) = client(n, pw, &format!("{base}.cluster[{i}]"), problems) {
+                if let Some(c) = client(n, pw, &ca, &format!("{base}.cluster[{i}]"), problems) {
                     plain.push(c);
                 }
             }
@@ -183,6 +249,12 @@ pub fn validate(cfg: &RedisConfig, problems: &mut Problems) -> Option<RedisSetti
                     .response_timeout(cfg.timeout);
                 if let Some(pw) = pw {
                     b = b.password(pw);
+                }
+                if let Some(pem) = &ca {
+                    b = b.certs(redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem.clone()),
+                    });
                 }
                 match b.build() {
                     Ok(c) => Some(Target::Cluster(c, plain)),
@@ -202,8 +274,9 @@ pub fn validate(cfg: &RedisConfig, problems: &mut Problems) -> Option<RedisSetti
     };
     let target = target.filter(|_| ok)?;
     let pw_digest = pw.map(|p| Sha256::digest(p.as_bytes())).unwrap_or_default();
+    let ca_digest = ca.as_ref().map(Sha256::digest).unwrap_or_default();
     let reuse_key = format!(
-        "state:redis:{:?}:{:?}:{:?}:{:?}:{pw_digest:x}",
+        "state:redis:{:?}:{:?}:{:?}:{:?}:{pw_digest:x}:{ca_digest:x}",
         cfg.url, cfg.cluster, cfg.key_prefix, cfg.timeout
     );
     Some(RedisSettings {
@@ -216,12 +289,15 @@ pub fn validate(cfg: &RedisConfig, problems: &mut Problems) -> Option<RedisSetti
 
 /// The store a config asks for: the reuse key (an unchanged block keeps its store across
 /// reloads) and a function that opens it. `Err`: every problem, with its key path.
-pub fn plan(cfg: Option<&StateConfig>) -> Result<Option<RedisSettings>, Problems> {
+pub fn plan(
+    cfg: Option<&StateConfig>,
+    resolve: &dyn Fn(&str) -> String,
+) -> Result<Option<RedisSettings>, Problems> {
     let Some(redis) = cfg.and_then(|c| c.redis.as_ref()) else {
         return Ok(None);
     };
     let mut problems = Problems::default();
-    match validate(redis, &mut problems) {
+    match validate(redis, resolve, &mut problems) {
         Some(s) if problems.is_empty() => Ok(Some(s)),
         _ => Err(problems),
     }

@@ -67,7 +67,7 @@ fn store(port: u16, prefix: &str) -> Arc<RedisStore> {
         format!("url: redis://127.0.0.1:{port}/0\nkey_prefix: \"{prefix}\"\ntimeout: 200ms\n");
     let cfg: RedisConfig = serde_norway::from_str(&yaml).expect("yaml");
     let mut p = Problems::default();
-    let s = validate(&cfg, &mut p).expect("valid");
+    let s = validate(&cfg, &|n| n.to_string(), &mut p).expect("valid");
     RedisStore::new(
         s,
         Arc::new(StateMetrics::detached()),

@@ -207,7 +207,18 @@ impl Edge {
     }
 
     pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Edge {
+        Self::start_in(yaml, env, |_| {})
+    }
+
+    /// Start with files that `files` writes into the config's directory first (certificates
+    /// and keys named relative to the config).
+    pub fn start_with_files(yaml: &str, files: impl FnOnce(&Path)) -> Edge {
+        Self::start_in(yaml, &[], files)
+    }
+
+    fn start_in(yaml: &str, env: &[(&str, &str)], files: impl FnOnce(&Path)) -> Edge {
         let dir = tempfile::tempdir().expect("tempdir");
+        files(dir.path());
         let config = dir.path().join("config.yaml");
         let port = free_port();
         let metrics_port = free_port();
@@ -304,6 +315,13 @@ impl Edge {
         // SAFETY: sending a signal to our own child process.
         let rc = unsafe { libc::kill(self.pid(), libc::SIGHUP) };
         assert_eq!(rc, 0, "kill -HUP failed");
+    }
+
+    /// SIGHUP without changing the config; wait until `series` rises.
+    pub fn sighup_and_wait(&self, series: &str) {
+        let before = self.metric(series);
+        self.sighup();
+        wait_for(|| self.metric(series) > before, series);
     }
 
     pub fn write_config(&self, yaml: &str) {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 
-use crate::config::secret::SecretSource;
-use crate::tokens::jwks::{parse_jwk, parse_jwks, rsa_key, JwksCache, KeySet, VerifyKey};
+use crate::config::secret::{SecretError, SecretSource};
+use crate::tokens::jwks::{parse_jwk, parse_jwks, rsa_key, JwkError, JwksCache, KeySet, VerifyKey};
 
 /// Where one provider's keys live.
 #[derive(Debug, Clone)]
@@ -33,16 +33,27 @@ impl Keys {
     }
 }
 
+/// Why an HMAC secret was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HmacKeyError {
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("an HMAC secret needs at least 32 bytes")]
+    Short,
+    #[error("this looks like a PEM or JWK key, not an HMAC secret")]
+    LooksLikePublicKey,
+}
+
 /// An HMAC key set from a secret (at least 32 bytes: shorter secrets are guessable offline).
-pub fn hmac_keys(secret: &SecretSource, algs: Vec<Algorithm>) -> Result<KeySet, String> {
+pub fn hmac_keys(secret: &SecretSource, algs: Vec<Algorithm>) -> Result<KeySet, HmacKeyError> {
     let s = secret.resolve()?;
     if s.expose().len() < 32 {
-        return Err("an HMAC secret needs at least 32 bytes".into());
+        return Err(HmacKeyError::Short);
     }
     // A public key is public: as an HMAC secret it would let anyone sign (HS/RS confusion).
     let text = String::from_utf8_lossy(s.expose());
     if text.contains("-----BEGIN") || text.trim_start().starts_with('{') {
-        return Err("this looks like a PEM or JWK key, not an HMAC secret".into());
+        return Err(HmacKeyError::LooksLikePublicKey);
     }
     Ok(KeySet::new(vec![VerifyKey {
         kid: None,
@@ -50,6 +61,39 @@ pub fn hmac_keys(secret: &SecretSource, algs: Vec<Algorithm>) -> Result<KeySet, 
         algs,
         key: DecodingKey::from_secret(s.expose()),
     }]))
+}
+
+/// A `keys_file` that gives no verification key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct KeyFileError {
+    pub path: String,
+    pub reason: KeyFileReason,
+}
+
+/// What is wrong with a `keys_file`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyFileReason {
+    #[error("cannot read: {0}")]
+    Read(String),
+    #[error("not text (PEM or JSON)")]
+    NotText,
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error(transparent)]
+    Jwk(#[from] JwkError),
+    #[error("no usable signature key")]
+    NoUsableKey,
+    #[error("neither PEM nor JSON")]
+    Format,
+    #[error("holds a private key; give the public key only")]
+    PrivateKey,
+    #[error("unreadable RSA key")]
+    UnreadableRsa,
+    #[error("unsupported EC curve")]
+    Curve,
+    #[error("not an RSA, EC or Ed25519 public key")]
+    UnknownKey,
 }
 
 /// Read a DER length; returns (length, bytes used).
@@ -90,49 +134,48 @@ pub fn rsa_public_components(der: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
 
 /// Static keys from a file: PEM (RSA, EC P-256/P-384 or Ed25519 public key) or JSON (one JWK
 /// or a JWKS). `rsa_algs` are the algorithms an RSA key without `alg` may verify.
-pub fn file_keys(path: &str, rsa_algs: &[Algorithm]) -> Result<KeySet, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let text =
-        std::str::from_utf8(&bytes).map_err(|_| format!("{path} is not text (PEM or JSON)"))?;
+pub fn file_keys(path: &str, rsa_algs: &[Algorithm]) -> Result<KeySet, KeyFileError> {
+    let err = |reason: KeyFileReason| KeyFileError {
+        path: path.to_string(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| err(KeyFileReason::Read(e.to_string())))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| err(KeyFileReason::NotText))?;
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') {
-        let v: serde_json::Value =
-            serde_json::from_str(trimmed).map_err(|e| format!("{path}: not JSON: {e}"))?;
+        let v: serde_json::Value = serde_json::from_str(trimmed)
+            .map_err(|e| err(KeyFileReason::NotJson(e.to_string())))?;
         if v.get("keys").is_some() {
-            let (set, _) =
-                parse_jwks(trimmed.as_bytes(), rsa_algs).map_err(|e| format!("{path}: {e}"))?;
+            let (set, _) = parse_jwks(trimmed.as_bytes(), rsa_algs).map_err(|e| err(e.into()))?;
             if set.is_empty() {
-                return Err(format!("{path}: no usable signature key"));
+                return Err(err(KeyFileReason::NoUsableKey));
             }
             return Ok(set);
         }
-        let key = parse_jwk(&v, rsa_algs).map_err(|e| format!("{path}: {e}"))?;
+        let key = parse_jwk(&v, rsa_algs).map_err(|e| err(e.into()))?;
         return Ok(KeySet::new(vec![key]));
     }
     if !trimmed.starts_with("-----BEGIN") {
-        return Err(format!("{path}: neither PEM nor JSON"));
+        return Err(err(KeyFileReason::Format));
     }
     if trimmed.contains("PRIVATE KEY") {
-        return Err(format!(
-            "{path}: holds a private key; give the public key only"
-        ));
+        return Err(err(KeyFileReason::PrivateKey));
     }
     if let Ok(k) = DecodingKey::from_rsa_pem(&bytes) {
         let der = k
             .try_get_as_bytes()
-            .map_err(|_| format!("{path}: unreadable RSA key"))?;
-        let (n, e) =
-            rsa_public_components(der).ok_or_else(|| format!("{path}: unreadable RSA key"))?;
+            .map_err(|_| err(KeyFileReason::UnreadableRsa))?;
+        let (n, e) = rsa_public_components(der).ok_or_else(|| err(KeyFileReason::UnreadableRsa))?;
         return rsa_key(&n, &e, None, rsa_algs.to_vec())
             .map(|k| KeySet::new(vec![k]))
-            .map_err(|e| format!("{path}: {e}"));
+            .map_err(|e| err(e.into()));
     }
     if let Ok(k) = DecodingKey::from_ec_pem(&bytes) {
         let point_len = k.try_get_as_bytes().map(<[u8]>::len).unwrap_or(0);
         let algs = match point_len {
             65 => vec![Algorithm::ES256],
             97 => vec![Algorithm::ES384],
-            _ => return Err(format!("{path}: unsupported EC curve")),
+            _ => return Err(err(KeyFileReason::Curve)),
         };
         return Ok(KeySet::new(vec![VerifyKey {
             kid: None,
@@ -149,5 +192,5 @@ pub fn file_keys(path: &str, rsa_algs: &[Algorithm]) -> Result<KeySet, String> {
             key: k,
         }]));
     }
-    Err(format!("{path}: not an RSA, EC or Ed25519 public key"))
+    Err(err(KeyFileReason::UnknownKey))
 }

@@ -109,15 +109,26 @@ fn form_pairs(body: &[u8]) -> Option<Vec<(String, Zeroizing<String>)>> {
     Some(out)
 }
 
+/// A request body (or credential header) that cannot be read as one unambiguous value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum BodyError {
+    #[error("a field is given twice")]
+    Repeated,
+    #[error("the body is neither JSON nor a form, or does not parse")]
+    Unreadable,
+    #[error("the Authorization header is malformed")]
+    BadHeader,
+}
+
 /// The one value of `name` in a form, `Err` if repeated.
 fn form_value(
     pairs: &[(String, Zeroizing<String>)],
     name: &str,
-) -> Result<Option<Zeroizing<String>>, ()> {
+) -> Result<Option<Zeroizing<String>>, BodyError> {
     let mut found = pairs.iter().filter(|(k, _)| k == name);
     let first = found.next().map(|(_, v)| v.clone());
     if found.next().is_some() {
-        return Err(());
+        return Err(BodyError::Repeated);
     }
     Ok(first)
 }
@@ -274,7 +285,7 @@ impl Endpoint for TokenEndpoint {
         };
         let verified = match realm.verify(hash, creds.password).await {
             Ok(v) => v,
-            Err(()) => return error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+            Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
         };
         match user {
             // Outside the user's networks looks exactly like a wrong password: no oracle.
@@ -291,21 +302,22 @@ impl Endpoint for TokenEndpoint {
 }
 
 /// A token from `Authorization: Bearer`, or a JSON `{"token"}` / form `token=` body.
-fn token_from(req: &RequestView<'_>) -> Result<Option<String>, ()> {
-    if let Some(t) = bearer_token(req.headers).map_err(|_| ())? {
+fn token_from(req: &RequestView<'_>) -> Result<Option<String>, BodyError> {
+    if let Some(t) = bearer_token(req.headers).map_err(|_| BodyError::BadHeader)? {
         return Ok(Some(t.to_string()));
     }
     let body = req.body.unwrap_or_default();
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(None);
     }
-    match body_kind(req, body).ok_or(())? {
+    match body_kind(req, body).ok_or(BodyError::Unreadable)? {
         Kind::Json => {
-            let v: serde_json::Value = serde_json::from_slice(body).map_err(|_| ())?;
+            let v: serde_json::Value =
+                serde_json::from_slice(body).map_err(|_| BodyError::Unreadable)?;
             Ok(v.get("token").and_then(|t| t.as_str()).map(str::to_string))
         }
         Kind::Form => {
-            let pairs = form_pairs(body).ok_or(())?;
+            let pairs = form_pairs(body).ok_or(BodyError::Unreadable)?;
             Ok(form_value(&pairs, "token")?.map(|t| t.to_string()))
         }
     }

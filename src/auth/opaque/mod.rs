@@ -79,13 +79,22 @@ impl Realm {
         &self,
         hash: String,
         password: Zeroizing<String>,
-    ) -> Result<bool, ()> {
-        let _permit = self.argon_gate.acquire().await.map_err(|_| ())?;
+    ) -> Result<bool, VerifyUnavailable> {
+        let _permit = self
+            .argon_gate
+            .acquire()
+            .await
+            .map_err(|_| VerifyUnavailable)?;
         tokio::task::spawn_blocking(move || users::verify_password(&hash, password.as_bytes()))
             .await
-            .map_err(|_| ())
+            .map_err(|_| VerifyUnavailable)
     }
 }
+
+/// The password check could not run (its gate closed or its blocking task failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the password check could not run")]
+pub(crate) struct VerifyUnavailable;
 
 /// Tokens remembered per realm after they opened (about 200 bytes each).
 const OPEN_CACHE_TOKENS: usize = 65_536;

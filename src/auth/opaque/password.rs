@@ -7,6 +7,30 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
 use zeroize::Zeroizing;
 
+/// Why a password could not be hashed or a PHC string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordError {
+    #[error("cannot hash password: {0}")]
+    Hash(String),
+    #[error("cannot read the password from stdin: {0}")]
+    Read(String),
+    #[error("the password is empty")]
+    Empty,
+    #[error("invalid Argon2 parameters: {0}")]
+    Params(String),
+    #[error("not a PHC string: {0}")]
+    NotPhc(String),
+    #[error("algorithm {0} is not accepted; use argon2id")]
+    Algorithm(String),
+    #[error("the PHC string has no salt or no hash")]
+    Incomplete,
+    #[error(
+        "Argon2 parameters m={m} t={t} are below the minimum (m=19456,t=2 or equivalent); \
+         set allow_weak_hashes: true to accept them"
+    )]
+    Weak { m: u32, t: u32 },
+}
+
 /// Minimum work accepted without `allow_weak_hashes`: OWASP's Argon2id floor (m=19 MiB with
 /// t=2, or an equivalent memory x time product with at least 7 MiB).
 pub fn weak_params(p: &Params) -> bool {
@@ -14,7 +38,7 @@ pub fn weak_params(p: &Params) -> bool {
 }
 
 /// Hash a password with Argon2id: the crate's default parameters unless `params` is given.
-pub fn hash_password(password: &[u8], params: Option<Params>) -> Result<String, String> {
+pub fn hash_password(password: &[u8], params: Option<Params>) -> Result<String, PasswordError> {
     let argon = Argon2::new(
         Algorithm::Argon2id,
         Version::V0x13,
@@ -24,7 +48,7 @@ pub fn hash_password(password: &[u8], params: Option<Params>) -> Result<String, 
     argon
         .hash_password_with_salt(password, &salt)
         .map(|h| h.to_string())
-        .map_err(|e| format!("cannot hash password: {e}"))
+        .map_err(|e| PasswordError::Hash(e.to_string()))
 }
 
 /// Verify a password against a PHC string (parameters from the string). CPU-heavy: call it from
@@ -43,11 +67,11 @@ pub fn hash_password_from_reader(
     m_cost: Option<u32>,
     t_cost: Option<u32>,
     p_cost: Option<u32>,
-) -> Result<String, String> {
+) -> Result<String, PasswordError> {
     let mut buf = Zeroizing::new(Vec::new());
     input
         .read_until(b'\n', &mut buf)
-        .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+        .map_err(|e| PasswordError::Read(e.to_string()))?;
     if buf.last() == Some(&b'\n') {
         buf.pop();
         if buf.last() == Some(&b'\r') {
@@ -55,7 +79,7 @@ pub fn hash_password_from_reader(
         }
     }
     if buf.is_empty() {
-        return Err("the password is empty".into());
+        return Err(PasswordError::Empty);
     }
     let params = if m_cost.is_some() || t_cost.is_some() || p_cost.is_some() {
         let p = Params::new(
@@ -64,7 +88,7 @@ pub fn hash_password_from_reader(
             p_cost.unwrap_or(Params::DEFAULT_P_COST),
             None,
         )
-        .map_err(|e| format!("invalid Argon2 parameters: {e}"))?;
+        .map_err(|e| PasswordError::Params(e.to_string()))?;
         Some(p)
     } else {
         None
@@ -73,26 +97,20 @@ pub fn hash_password_from_reader(
 }
 
 /// Check a PHC string: Argon2id, parseable parameters, not weak unless allowed.
-pub(crate) fn check_hash(hash: &str, allow_weak: bool) -> Result<Params, String> {
-    let parsed = PasswordHash::new(hash).map_err(|e| format!("not a PHC string: {e}"))?;
+pub(crate) fn check_hash(hash: &str, allow_weak: bool) -> Result<Params, PasswordError> {
+    let parsed = PasswordHash::new(hash).map_err(|e| PasswordError::NotPhc(e.to_string()))?;
     if parsed.algorithm.as_str() != "argon2id" {
-        return Err(format!(
-            "algorithm {} is not accepted; use argon2id",
-            parsed.algorithm.as_str()
-        ));
+        return Err(PasswordError::Algorithm(parsed.algorithm.as_str().into()));
     }
     if parsed.salt.is_none() || parsed.hash.is_none() {
-        return Err("the PHC string has no salt or no hash".into());
+        return Err(PasswordError::Incomplete);
     }
-    let params =
-        Params::try_from(&parsed).map_err(|e| format!("invalid Argon2 parameters: {e}"))?;
+    let params = Params::try_from(&parsed).map_err(|e| PasswordError::Params(e.to_string()))?;
     if !allow_weak && weak_params(&params) {
-        return Err(format!(
-            "Argon2 parameters m={} t={} are below the minimum (m=19456,t=2 or equivalent); \
-             set allow_weak_hashes: true to accept them",
-            params.m_cost(),
-            params.t_cost()
-        ));
+        return Err(PasswordError::Weak {
+            m: params.m_cost(),
+            t: params.t_cost(),
+        });
     }
     Ok(params)
 }

@@ -10,11 +10,35 @@ use std::path::Path;
 
 use serde_json::Value;
 
+/// Why the users file was not rewritten (the file is then left as it was).
+#[derive(Debug, thiserror::Error)]
+pub enum RewriteError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot parse the users file: {0}")]
+    Parse(String),
+    #[error("the file has no users list")]
+    NoUsers,
+    #[error("cannot rewrite {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
 /// Rewrite `path`, replacing each user's `password: <plaintext>` by `password_hash: <PHC>` from
 /// `hashes` (plaintext -> PHC string).
-pub fn rewrite_users_file(path: &Path, hashes: &HashMap<String, String>) -> Result<(), String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn rewrite_users_file(
+    path: &Path,
+    hashes: &HashMap<String, String>,
+) -> Result<(), RewriteError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RewriteError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     let is_json = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"));
@@ -29,29 +53,33 @@ pub fn rewrite_users_file(path: &Path, hashes: &HashMap<String, String>) -> Resu
         Some(t) if parse(&t, is_json).ok().as_ref() == Some(&expected) => t,
         _ => {
             if is_json {
-                serde_json::to_string_pretty(&expected).map_err(|e| e.to_string())? + "\n"
+                serde_json::to_string_pretty(&expected)
+                    .map_err(|e| RewriteError::Parse(e.to_string()))?
+                    + "\n"
             } else {
-                serde_norway::to_string(&expected).map_err(|e| e.to_string())?
+                serde_norway::to_string(&expected)
+                    .map_err(|e| RewriteError::Parse(e.to_string()))?
             }
         }
     };
     write_atomic(path, contents.as_bytes())
 }
 
-fn parse(text: &str, is_json: bool) -> Result<Value, String> {
-    if is_json {
+fn parse(text: &str, is_json: bool) -> Result<Value, RewriteError> {
+    let parsed = if is_json {
         serde_json::from_str(text).map_err(|e| e.to_string())
     } else {
         serde_norway::from_str(text).map_err(|e| e.to_string())
-    }
+    };
+    parsed.map_err(RewriteError::Parse)
 }
 
 /// The data the file must hold afterwards.
-fn substitute(mut v: Value, hashes: &HashMap<String, String>) -> Result<Value, String> {
+fn substitute(mut v: Value, hashes: &HashMap<String, String>) -> Result<Value, RewriteError> {
     let users = v
         .get_mut("users")
         .and_then(Value::as_array_mut)
-        .ok_or("the file has no users list")?;
+        .ok_or(RewriteError::NoUsers)?;
     for u in users {
         let Some(obj) = u.as_object_mut() else {
             continue;
@@ -142,7 +170,7 @@ fn edit_json(text: &str, hashes: &HashMap<String, String>) -> Option<String> {
 }
 
 /// Write to a temporary file beside `path` (same permissions), sync, then rename over it.
-fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), String> {
+fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), RewriteError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => std::path::PathBuf::from("."),
@@ -173,9 +201,12 @@ fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), String> {
         }
         Ok(())
     })();
-    result.map_err(|e| {
+    result.map_err(|source| {
         let _ = std::fs::remove_file(&tmp);
-        format!("cannot rewrite {}: {e}", path.display())
+        RewriteError::Write {
+            path: path.display().to_string(),
+            source,
+        }
     })
 }
 

@@ -143,10 +143,25 @@ fn valid_role(r: &str) -> bool {
     !r.is_empty() && r.len() <= 128 && r.bytes().all(|b| b.is_ascii_graphic() && b != b',')
 }
 
+/// A users file that cannot be read or does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum UsersFileError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// `reason` starts with the path inside the file (`users[0]: unknown field ...`).
+    #[error("{path}: {reason}")]
+    Parse { path: String, reason: String },
+}
+
 /// Read a users file (YAML, or JSON when the name ends in `.json`).
-pub fn read_users_file(path: &Path) -> Result<UsersFile, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn read_users_file(path: &Path) -> Result<UsersFile, UsersFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| UsersFileError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     let is_json = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"));
@@ -158,7 +173,10 @@ pub fn read_users_file(path: &Path) -> Result<UsersFile, String> {
         let de = serde_norway::Deserializer::from_str(&text);
         serde_path_to_error::deserialize(de).map_err(|e| format!("{}: {}", e.path(), e.inner()))
     };
-    res.map_err(|e| format!("{}: {e}", path.display()))
+    res.map_err(|reason| UsersFileError::Parse {
+        path: path.display().to_string(),
+        reason,
+    })
 }
 
 /// Resolve a users file path against the main config's directory.
@@ -423,7 +441,7 @@ mod tests {
             ("a", 1)
         );
         std::fs::write(&j, r#"{"users":[{"id":"1","username":"a","pasword":"x"}]}"#).unwrap();
-        let e = read_users_file(&j).unwrap_err();
+        let e = read_users_file(&j).unwrap_err().to_string();
         assert!(e.contains("users[0]") && e.contains("pasword"), "{e}");
         let y = dir.path().join("users.yaml");
         std::fs::write(

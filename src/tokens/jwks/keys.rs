@@ -101,14 +101,51 @@ pub fn family_of(alg: Algorithm) -> AlgorithmFamily {
     }
 }
 
-fn b64(v: &Value, field: &str) -> Result<Vec<u8>, String> {
+/// Why a JWK (or a JWKS) gives no usable verification key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwkError {
+    #[error("missing {0}")]
+    Missing(&'static str),
+    #[error("{0} is not base64url")]
+    NotBase64(&'static str),
+    #[error("RSA key of {0} bits (at least {MIN_RSA_BITS} needed)")]
+    RsaTooShort(usize),
+    #[error("RSA exponent out of range")]
+    RsaExponent,
+    #[error("not a JSON object")]
+    NotObject,
+    #[error("not a signature key (use)")]
+    NotForSignatures,
+    #[error("key_ops does not allow verify")]
+    NoVerifyOp,
+    #[error("{0} is not a string")]
+    NotString(&'static str),
+    #[error("unsupported alg {0:?}")]
+    Alg(String),
+    #[error("unsupported {kty} curve {crv:?}")]
+    Curve { kty: &'static str, crv: String },
+    #[error("symmetric keys are not accepted from a JWKS")]
+    Symmetric,
+    #[error("unsupported kty {0:?}")]
+    Kty(String),
+    #[error("alg {0:?} does not fit the key")]
+    AlgMismatch(Algorithm),
+    #[error("{0} key of the wrong length")]
+    Length(&'static str),
+    #[error("JWKS is not JSON: {0}")]
+    NotJson(String),
+    #[error("JWKS has no keys array")]
+    NoKeys,
+}
+
+fn b64(v: &Value, field: &'static str) -> Result<Vec<u8>, JwkError> {
     let s = v
         .get(field)
         .and_then(Value::as_str)
-        .ok_or_else(|| format!("missing {field}"))?;
+        .ok_or(JwkError::Missing(field))?;
     URL_SAFE_NO_PAD
         .decode(s)
-        .map_err(|_| format!("{field} is not base64url"))
+        .map_err(|_| JwkError::NotBase64(field))
 }
 
 /// Bits of a big-endian unsigned integer.
@@ -129,19 +166,17 @@ pub fn rsa_key(
     e: &[u8],
     kid: Option<String>,
     algs: Vec<Algorithm>,
-) -> Result<VerifyKey, String> {
+) -> Result<VerifyKey, JwkError> {
     // DER integers carry a sign byte; the verifier wants the bare magnitude.
     let strip = |b: &[u8]| -> Vec<u8> { b.iter().copied().skip_while(|x| *x == 0).collect() };
     let (n, e) = (strip(n), strip(e));
     let (n, e) = (n.as_slice(), e.as_slice());
     let bits = bit_len(n);
     if bits < MIN_RSA_BITS {
-        return Err(format!(
-            "RSA key of {bits} bits (at least {MIN_RSA_BITS} needed)"
-        ));
+        return Err(JwkError::RsaTooShort(bits));
     }
     if e.is_empty() || e.len() > 8 {
-        return Err("RSA exponent out of range".into());
+        return Err(JwkError::RsaExponent);
     }
     Ok(VerifyKey {
         kid,
@@ -153,13 +188,13 @@ pub fn rsa_key(
 
 /// Turn one JWK (a JSON object) into a verification key. `rsa_default` lists the algorithms an
 /// RSA key without `alg` may verify.
-pub fn parse_jwk(jwk: &Value, rsa_default: &[Algorithm]) -> Result<VerifyKey, String> {
+pub fn parse_jwk(jwk: &Value, rsa_default: &[Algorithm]) -> Result<VerifyKey, JwkError> {
     if !jwk.is_object() {
-        return Err("not a JSON object".into());
+        return Err(JwkError::NotObject);
     }
     if let Some(u) = jwk.get("use") {
         if u.as_str() != Some("sig") {
-            return Err("not a signature key (use)".into());
+            return Err(JwkError::NotForSignatures);
         }
     }
     if let Some(ops) = jwk.get("key_ops") {
@@ -168,20 +203,18 @@ pub fn parse_jwk(jwk: &Value, rsa_default: &[Algorithm]) -> Result<VerifyKey, St
             .map(|a| a.iter().any(|o| o.as_str() == Some("verify")))
             .unwrap_or(false);
         if !verify {
-            return Err("key_ops does not allow verify".into());
+            return Err(JwkError::NoVerifyOp);
         }
     }
     let kid = match jwk.get("kid") {
         None => None,
         Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err("kid is not a string".into()),
+        Some(_) => return Err(JwkError::NotString("kid")),
     };
     let declared = match jwk.get("alg") {
         None => None,
-        Some(Value::String(s)) => {
-            Some(parse_alg(s).ok_or_else(|| format!("unsupported alg {s:?}"))?)
-        }
-        Some(_) => return Err("alg is not a string".into()),
+        Some(Value::String(s)) => Some(parse_alg(s).ok_or_else(|| JwkError::Alg(s.clone()))?),
+        Some(_) => return Err(JwkError::NotString("alg")),
     };
     let kty = jwk.get("kty").and_then(Value::as_str).unwrap_or("");
     let crv = jwk.get("crv").and_then(Value::as_str).unwrap_or("");
@@ -190,18 +223,28 @@ pub fn parse_jwk(jwk: &Value, rsa_default: &[Algorithm]) -> Result<VerifyKey, St
         "EC" => match crv {
             "P-256" => (AlgorithmFamily::Ec, vec![Algorithm::ES256]),
             "P-384" => (AlgorithmFamily::Ec, vec![Algorithm::ES384]),
-            _ => return Err(format!("unsupported EC curve {crv:?}")),
+            _ => {
+                return Err(JwkError::Curve {
+                    kty: "EC",
+                    crv: crv.into(),
+                })
+            }
         },
         "OKP" if crv == "Ed25519" => (AlgorithmFamily::Ed, vec![Algorithm::EdDSA]),
-        "OKP" => return Err(format!("unsupported OKP curve {crv:?}")),
-        "oct" => return Err("symmetric keys are not accepted from a JWKS".into()),
-        other => return Err(format!("unsupported kty {other:?}")),
+        "OKP" => {
+            return Err(JwkError::Curve {
+                kty: "OKP",
+                crv: crv.into(),
+            })
+        }
+        "oct" => return Err(JwkError::Symmetric),
+        other => return Err(JwkError::Kty(other.into())),
     };
     let algs = match declared {
         Some(a)
             if family_of(a) != family || (family != AlgorithmFamily::Rsa && !algs.contains(&a)) =>
         {
-            return Err(format!("alg {a:?} does not fit the key"))
+            return Err(JwkError::AlgMismatch(a))
         }
         Some(a) => vec![a],
         None => algs,
@@ -212,7 +255,7 @@ pub fn parse_jwk(jwk: &Value, rsa_default: &[Algorithm]) -> Result<VerifyKey, St
             let (x, y) = (b64(jwk, "x")?, b64(jwk, "y")?);
             let len = if crv == "P-256" { 32 } else { 48 };
             if x.len() != len || y.len() != len {
-                return Err("EC coordinates of the wrong length".into());
+                return Err(JwkError::Length("EC"));
             }
             let mut point = Vec::with_capacity(1 + 2 * len);
             point.push(4);
@@ -228,7 +271,7 @@ pub fn parse_jwk(jwk: &Value, rsa_default: &[Algorithm]) -> Result<VerifyKey, St
         _ => {
             let x = b64(jwk, "x")?;
             if x.len() != 32 {
-                return Err("Ed25519 key of the wrong length".into());
+                return Err(JwkError::Length("Ed25519"));
             }
             Ok(VerifyKey {
                 kid,
@@ -241,12 +284,12 @@ pub fn parse_jwk(jwk: &Value, rsa_default: &[Algorithm]) -> Result<VerifyKey, St
 }
 
 /// Read a JWKS document (`{"keys": [...]}`); keys that cannot be used are skipped and counted.
-pub fn parse_jwks(doc: &[u8], rsa_default: &[Algorithm]) -> Result<(KeySet, usize), String> {
-    let v: Value = serde_json::from_slice(doc).map_err(|e| format!("JWKS is not JSON: {e}"))?;
+pub fn parse_jwks(doc: &[u8], rsa_default: &[Algorithm]) -> Result<(KeySet, usize), JwkError> {
+    let v: Value = serde_json::from_slice(doc).map_err(|e| JwkError::NotJson(e.to_string()))?;
     let list = v
         .get("keys")
         .and_then(Value::as_array)
-        .ok_or("JWKS has no keys array")?;
+        .ok_or(JwkError::NoKeys)?;
     let mut keys = Vec::new();
     let mut skipped = 0;
     for k in list {

@@ -23,14 +23,14 @@ use jsonwebtoken::Algorithm;
 use prometheus::IntCounter;
 use serde_json::Value;
 
-use crate::outbound::{Call, Outbound};
+use crate::outbound::{Call, Outbound, OutboundError};
 
 mod keys;
 #[cfg(test)]
 pub(crate) mod tests;
 
 pub use self::keys::{
-    family_of, parse_alg, parse_jwk, parse_jwks, rsa_key, KeySet, VerifyKey, MIN_RSA_BITS,
+    family_of, parse_alg, parse_jwk, parse_jwks, rsa_key, JwkError, KeySet, VerifyKey, MIN_RSA_BITS,
 };
 
 /// Largest JWKS or discovery document read.
@@ -92,9 +92,44 @@ impl JwksSettings {
     }
 }
 
+/// A key source URL that may not be fetched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("{url:?} is not a URL: {reason}")]
+    Invalid { url: String, reason: String },
+    #[error("{0:?} is plain http to a non-loopback host (set allow_http: true to permit)")]
+    PlainHttp(String),
+    #[error("{url:?}: scheme {scheme:?} is not http(s)")]
+    Scheme { url: String, scheme: String },
+}
+
+/// Why a key fetch failed (the last good keys stay in use).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("GET {0}")]
+    Outbound(#[from] OutboundError),
+    #[error("GET {url}: status {status}")]
+    Status { url: String, status: u16 },
+    #[error("discovery document: {0}")]
+    Discovery(String),
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error(transparent)]
+    Jwk(#[from] JwkError),
+    #[error("JWKS holds no usable signature key")]
+    NoUsableKey,
+    #[error("fetch timed out")]
+    Timeout,
+    #[error("fetch task failed: {0}")]
+    Task(String),
+}
+
 /// Whether a URL may be fetched: https, or http to a loopback host (or when allowed).
-pub fn url_allowed(url: &str, allow_http: bool) -> Result<(), String> {
-    let u = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+pub fn url_allowed(url: &str, allow_http: bool) -> Result<(), UrlError> {
+    let u = reqwest::Url::parse(url).map_err(|e| UrlError::Invalid {
+        url: url.into(),
+        reason: e.to_string(),
+    })?;
     match u.scheme() {
         "https" => Ok(()),
         "http" if allow_http => Ok(()),
@@ -112,12 +147,13 @@ pub fn url_allowed(url: &str, allow_http: bool) -> Result<(), String> {
             if loopback {
                 Ok(())
             } else {
-                Err(format!(
-                    "{url:?} is plain http to a non-loopback host (set allow_http: true to permit)"
-                ))
+                Err(UrlError::PlainHttp(url.into()))
             }
         }
-        s => Err(format!("{url:?}: scheme {s:?} is not http(s)")),
+        s => Err(UrlError::Scheme {
+            url: url.into(),
+            scheme: s.into(),
+        }),
     }
 }
 
@@ -259,12 +295,12 @@ impl JwksCache {
         let job = self.outbound.runtime().spawn(async move {
             match tokio::time::timeout(FETCH_DEADLINE, me.fetch()).await {
                 Ok(r) => r,
-                Err(_) => Err("fetch timed out".to_string()),
+                Err(_) => Err(FetchError::Timeout),
             }
         });
         let result = job
             .await
-            .unwrap_or_else(|e| Err(format!("fetch task failed: {e}")));
+            .unwrap_or_else(|e| Err(FetchError::Task(e.to_string())));
         let delay = match result {
             Ok((set, max_age)) => {
                 self.ok.inc();
@@ -305,7 +341,7 @@ impl JwksCache {
     }
 
     /// One fetch: discovery when configured (the jwks_uri is remembered), then the JWKS.
-    async fn fetch(&self) -> Result<(KeySet, Option<Duration>), String> {
+    async fn fetch(&self) -> Result<(KeySet, Option<Duration>), FetchError> {
         let uri = match &self.settings.source {
             JwksSource::Uri(u) => u.clone(),
             JwksSource::Discovery { issuer } => {
@@ -331,39 +367,43 @@ impl JwksCache {
         result
     }
 
-    async fn discover(&self, issuer: &str) -> Result<String, String> {
+    async fn discover(&self, issuer: &str) -> Result<String, FetchError> {
         let url = format!("{issuer}/.well-known/openid-configuration");
         let (body, _) = get_bounded(&self.outbound, &url).await?;
-        let doc: Value = serde_json::from_slice(&body)
-            .map_err(|e| format!("discovery document is not JSON: {e}"))?;
+        let bad = |m: String| FetchError::Discovery(m);
+        let doc: Value =
+            serde_json::from_slice(&body).map_err(|e| bad(format!("not JSON: {e}")))?;
         match doc.get("issuer").and_then(Value::as_str) {
             Some(i) if i == issuer => {}
-            Some(i) => return Err(format!("discovery names issuer {i:?}, expected {issuer:?}")),
-            None => return Err("discovery document has no issuer".into()),
+            Some(i) => return Err(bad(format!("names issuer {i:?}, expected {issuer:?}"))),
+            None => return Err(bad("no issuer".into())),
         }
         let jwks = doc
             .get("jwks_uri")
             .and_then(Value::as_str)
-            .ok_or("discovery document has no jwks_uri")?;
+            .ok_or_else(|| bad("no jwks_uri".into()))?;
         url_allowed(jwks, self.settings.allow_http)?;
         Ok(jwks.to_string())
     }
 
-    async fn fetch_jwks(&self, uri: &str) -> Result<(KeySet, Option<Duration>), String> {
+    async fn fetch_jwks(&self, uri: &str) -> Result<(KeySet, Option<Duration>), FetchError> {
         let (body, max_age) = get_bounded(&self.outbound, uri).await?;
         let (set, skipped) = parse_jwks(&body, &self.settings.rsa_default)?;
         if skipped > 0 {
             tracing::debug!(provider = %self.settings.label, skipped, "JWKS keys skipped");
         }
         if set.is_empty() {
-            return Err("JWKS holds no usable signature key".into());
+            return Err(FetchError::NoUsableKey);
         }
         Ok((set, max_age))
     }
 }
 
 /// GET a JSON document of at most [`MAX_DOCUMENT`] bytes; returns it with its `max-age`.
-async fn get_bounded(outbound: &Outbound, url: &str) -> Result<(Bytes, Option<Duration>), String> {
+async fn get_bounded(
+    outbound: &Outbound,
+    url: &str,
+) -> Result<(Bytes, Option<Duration>), FetchError> {
     let call = Call::get(url)
         .header(
             http::header::ACCEPT,
@@ -372,9 +412,12 @@ async fn get_bounded(outbound: &Outbound, url: &str) -> Result<(Bytes, Option<Du
         .max_body(MAX_DOCUMENT)
         .deadline(FETCH_DEADLINE)
         .follow_redirects(true);
-    let reply = outbound.send(call).await.map_err(|e| format!("GET {e}"))?;
+    let reply = outbound.send(call).await?;
     if !reply.status.is_success() {
-        return Err(format!("GET {url}: status {}", reply.status));
+        return Err(FetchError::Status {
+            url: url.into(),
+            status: reply.status.as_u16(),
+        });
     }
     let max_age = reply
         .headers
