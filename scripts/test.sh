@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # What a bare Debian machine lacks: cmake and a C/C++ compiler (aws-lc, mimalloc), node and npm
-# (the OpenID provider fixture), openssl (test keys), redis-server (shared state).
+# (the OpenID provider fixture), openssl (test keys), redis-server (shared state), chromium and
+# chromium-driver (the oidc browser login test).
 need_pkgs=()
 command -v cmake >/dev/null || need_pkgs+=(cmake)
 command -v cc >/dev/null || need_pkgs+=(gcc libc6-dev)
@@ -18,6 +19,8 @@ command -v npm >/dev/null || need_pkgs+=(npm)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
 # Shared-state tests start real redis-server processes (the package also gives redis-cli).
 { command -v redis-server >/dev/null && command -v redis-cli >/dev/null; } || need_pkgs+=(redis-server)
+# The oidc browser test drives a real headless Chromium through chromedriver.
+{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || need_pkgs+=(chromium chromium-driver)
 # Ingress tests (tests/ingress.rs, tests/grpc_ws.rs): curl and nghttp speak HTTP/2; Python runs
 # the real gRPC (grpcio) and WebSocket (websockets) servers and clients.
 command -v curl >/dev/null || need_pkgs+=(curl)

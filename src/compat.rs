@@ -28,6 +28,10 @@ pub fn resolve_config(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
         return Ok(p);
     }
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let vars: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    if crate::auth::oidc::env::wanted(&vars) {
+        return oauth2_proxy(&vars, env("AUTHEDGE_STATE_DIR"));
+    }
     if env("PROVIDER_URL").is_none() && crate::auth::pkce::dropin::wanted(&env) {
         return crate::auth::pkce::dropin::resolve(&env);
     }
@@ -45,6 +49,23 @@ pub fn resolve_config(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
         .map_err(|e| format!("AUTHEDGE_STATE_DIR {}: {e}", dir.display()))?;
     let yaml = yaml_from_env(&env, &dir)?;
     let path = dir.join("ooproxy.yaml");
+    std::fs::write(&path, yaml).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// The config generated from `OAUTH2_PROXY_*` variables (see `auth::oidc::env`).
+fn oauth2_proxy(
+    vars: &std::collections::BTreeMap<String, String>,
+    state_dir: Option<String>,
+) -> Result<PathBuf, String> {
+    let dir = match state_dir {
+        Some(d) => PathBuf::from(d),
+        None => std::env::temp_dir().join(format!("authedge-oauth2-proxy-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("AUTHEDGE_STATE_DIR {}: {e}", dir.display()))?;
+    let yaml = crate::auth::oidc::env::yaml(vars, &dir)?;
+    let path = dir.join("oauth2-proxy.yaml");
     std::fs::write(&path, yaml).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(path)
 }

@@ -12,7 +12,7 @@ use http::{HeaderName, Method};
 use prometheus::{Histogram, IntCounter};
 
 use crate::auth::endpoint::EndpointAt;
-use crate::auth::{jwt, opaque, probe, signed, Built, Chain, Endpoint, Endpoints};
+use crate::auth::{jwt, oidc, opaque, probe, signed, Built, Chain, Endpoint, Endpoints};
 use crate::config::schema::{
     FileConfig, FilterConfig, ListenerConfig, ListenerRole, LogConfig, MetricsConfig, ServerConfig,
 };
@@ -125,6 +125,10 @@ pub async fn compile(
     };
     let mut endpoints = Endpoints::default();
     let realms = build_realms(&cfg, warm, &state, source, &mut endpoints, &mut problems).await;
+    let (oidc, oidc_endpoints) = oidc::build_providers(&cfg.oidc, warm, &state, &mut problems);
+    for (path, list) in oidc_endpoints {
+        register(&mut endpoints, list, &path, &mut problems);
+    }
     for (path, eps) in crate::auth::pkce::build_realms(&cfg.pkce, warm, &state, &mut problems) {
         register(&mut endpoints, eps, &path, &mut problems);
     }
@@ -136,6 +140,7 @@ pub async fn compile(
         }
     }
     let shared = Shared {
+        oidc: &oidc,
         warm,
         state: &state,
         realms: &realms,
@@ -251,6 +256,7 @@ struct Shared<'a> {
     warm: &'a Context,
     state: &'a Store,
     realms: &'a HashMap<String, Arc<opaque::Realm>>,
+    oidc: &'a HashMap<String, Arc<oidc::Provider>>,
     upstreams: &'a HashMap<String, Arc<Upstream>>,
     cfg: &'a FileConfig,
 }
@@ -435,6 +441,7 @@ async fn build_filter(f: &FilterConfig, fp: &str, shared: &Shared<'_>) -> Result
         FilterConfig::Signed(c) => {
             signed::build(c, fp, shared.warm, shared.state).map(Built::filter)
         }
+        FilterConfig::Oidc(c) => oidc::build_filter(c, shared.oidc, &shared.cfg.oidc, fp),
         FilterConfig::Probe(c) => probe::build(c, fp),
     }
 }

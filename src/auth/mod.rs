@@ -9,6 +9,7 @@
 pub mod endpoint;
 pub mod jwt;
 pub mod limits;
+pub mod oidc;
 pub mod opaque;
 pub mod pkce;
 pub mod probe;

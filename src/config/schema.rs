@@ -32,6 +32,9 @@ pub struct FileConfig {
     /// Named opaque-token realms (users, keys, token endpoint), used by `opaque` filters.
     #[serde(default)]
     pub opaque: BTreeMap<String, OpaqueRealmConfig>,
+    /// Named OpenID providers with their sessions, used by `oidc` filters.
+    #[serde(default)]
+    pub oidc: BTreeMap<String, crate::auth::oidc::OidcProviderConfig>,
     /// Named PKCE realms (an authorization server without PKCE, the clients it serves).
     #[serde(default)]
     pub pkce: BTreeMap<String, crate::auth::pkce::PkceRealmConfig>,
@@ -341,6 +344,7 @@ pub enum FilterConfig {
     Jwt(Box<JwtConfig>),
     Opaque(OpaqueRouteConfig),
     Signed(Box<SignedConfig>),
+    Oidc(Box<crate::auth::oidc::OidcRouteConfig>),
     /// The contract probe of the integration tests (see `auth::probe`); not a user mode.
     #[doc(hidden)]
     #[serde(rename = "x-contract-probe")]

@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 
 use crate::common::{client, wait_for};
 
+pub mod login;
+
 fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oidc-provider")
 }
@@ -50,10 +52,16 @@ impl Op {
 
     /// Start on a given port (0: any).
     pub fn start_on(port: u16) -> Op {
+        Op::start_env(port, &[])
+    }
+
+    /// Start on a given port with extra environment (`OIDC_CLIENTS` for code-flow clients).
+    pub fn start_env(port: u16, env: &[(&str, &str)]) -> Op {
         ensure_node_modules();
         let mut child = Command::new("node")
             .arg("server.js")
             .arg(port.to_string())
+            .envs(env.iter().copied())
             .current_dir(fixture_dir())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
