@@ -181,22 +181,8 @@ fn tls_files(
     }
     let (c, k) = (dir.join("tls-cert.pem"), dir.join("tls-key.pem"));
     std::fs::write(&c, cert).map_err(|e| format!("cannot write {}: {e}", c.display()))?;
-    write_private(&k, key.as_bytes())?;
+    crate::config::secret::write_private(&k, key.as_bytes())?;
     Ok((c, k))
-}
-
-fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    f.write_all(data)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// The YAML config for ooproxy's variables (`env` looks one up; empty counts as unset).

@@ -159,6 +159,27 @@ impl Endpoints {
     }
 }
 
+/// The SHA-256 of an endpoint's admin secret (at least 16 bytes), compared in constant time
+/// against the digest of what a request presents. Problems name `key`.
+pub fn admin_secret_digest(
+    src: &crate::config::secret::SecretSource,
+    key: &str,
+    problems: &mut crate::config::Problems,
+) -> Option<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    match src.resolve() {
+        Ok(s) if s.expose().len() >= 16 => Some(Sha256::digest(s.expose()).into()),
+        Ok(_) => {
+            problems.push(key, "the admin secret must be at least 16 bytes");
+            None
+        }
+        Err(m) => {
+            problems.push(key, m);
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

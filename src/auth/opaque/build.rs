@@ -2,13 +2,13 @@
 //! limits, users (with plaintext hashing and the optional users-file rewrite), then the realm
 //! and its endpoints. Every problem names its full key path.
 
+use crate::auth::endpoint::admin_secret_digest;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::limits::{self, SharedLimit};
@@ -176,23 +176,8 @@ fn check_admin(
     if hname.is_none() && cfg.admin_header.is_empty() {
         problems.push(format!("{path}.admin_header"), "must name a header");
     }
-    match src.resolve() {
-        Ok(s) if s.expose().len() >= 16 => {
-            let digest: [u8; 32] = Sha256::digest(s.expose()).into();
-            hname.map(|h| (h, digest))
-        }
-        Ok(_) => {
-            problems.push(
-                format!("{path}.admin_secret"),
-                "the admin secret must be at least 16 bytes",
-            );
-            None
-        }
-        Err(m) => {
-            problems.push(format!("{path}.admin_secret"), m);
-            None
-        }
-    }
+    let digest = admin_secret_digest(src, &format!("{path}.admin_secret"), problems)?;
+    hname.map(|h| (h, digest))
 }
 
 /// The realm's quotas: per user (optional), per login username, per login client.

@@ -37,14 +37,39 @@ const OWN: &[&str] = &[
 /// Parameters refused outright (they could override what the edge checked).
 const REFUSED: &[&str] = &["request", "request_uri"];
 
-/// `GET <prefix>/authorize`.
-#[derive(Debug)]
-pub struct AuthorizeEndpoint {
+/// A redirect step answered on GET from the query alone: `<prefix>/authorize` (and
+/// `/oauth/authorization`) or the callback path.
+pub struct GetStep {
     pub(crate) realm: Arc<PkceRealm>,
+    step: fn(&PkceRealm, &str) -> (Answer, Event),
+}
+
+impl GetStep {
+    pub(crate) fn authorize(realm: Arc<PkceRealm>) -> GetStep {
+        GetStep {
+            realm,
+            step: authorize,
+        }
+    }
+
+    pub(crate) fn callback(realm: Arc<PkceRealm>) -> GetStep {
+        GetStep {
+            realm,
+            step: callback,
+        }
+    }
+}
+
+impl std::fmt::Debug for GetStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GetStep")
+            .field("realm", &self.realm)
+            .finish()
+    }
 }
 
 #[async_trait]
-impl Endpoint for AuthorizeEndpoint {
+impl Endpoint for GetStep {
     fn kind(&self) -> &'static str {
         "pkce"
     }
@@ -56,7 +81,7 @@ impl Endpoint for AuthorizeEndpoint {
         if let Some(stop) = self.realm.over_limit(req).await {
             return stop;
         }
-        let (answer, event) = authorize(&self.realm, req.query.unwrap_or(""));
+        let (answer, event) = (self.step)(&self.realm, req.query.unwrap_or(""));
         self.realm.counters.inc(event);
         answer
     }
@@ -140,31 +165,6 @@ fn to_client(redirect_uri: &str, pairs: &[(&str, &str)]) -> Answer {
         }
     }
     redirect(&target)
-}
-
-/// `GET <callback path>`.
-#[derive(Debug)]
-pub struct CallbackEndpoint {
-    pub(crate) realm: Arc<PkceRealm>,
-}
-
-#[async_trait]
-impl Endpoint for CallbackEndpoint {
-    fn kind(&self) -> &'static str {
-        "pkce"
-    }
-
-    async fn handle(&self, req: &RequestView<'_>) -> Answer {
-        if req.method != Method::GET {
-            return method_not_allowed("GET");
-        }
-        if let Some(stop) = self.realm.over_limit(req).await {
-            return stop;
-        }
-        let (answer, event) = callback(&self.realm, req.query.unwrap_or(""));
-        self.realm.counters.inc(event);
-        answer
-    }
 }
 
 /// RFC 6749 §4.1.2.1: `error` and `error_description` are %x20-21 / %x23-5B / %x5D-7E.

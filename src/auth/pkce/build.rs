@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use super::authorize::{AuthorizeEndpoint, CallbackEndpoint};
+use super::authorize::GetStep;
 use super::sealed::MAX_REDIRECT_URI;
 use super::token::TokenEndpoint;
 use super::{PkceRealm, PkceRealmConfig};
@@ -347,9 +347,7 @@ fn build_realm(
         outbound: warm.outbound.clone(),
         counters: super::counters::Counters::new(warm, name),
     });
-    let authorize: Arc<dyn Endpoint> = Arc::new(AuthorizeEndpoint {
-        realm: realm.clone(),
-    });
+    let authorize: Arc<dyn Endpoint> = Arc::new(GetStep::authorize(realm.clone()));
     Ok(vec![
         (EndpointAt::any_host(paths.authorize), authorize.clone()),
         (EndpointAt::any_host(paths.authorization), authorize),
@@ -361,7 +359,7 @@ fn build_realm(
         ),
         (
             EndpointAt::any_host(paths.callback),
-            Arc::new(CallbackEndpoint { realm }),
+            Arc::new(GetStep::callback(realm)),
         ),
     ])
 }

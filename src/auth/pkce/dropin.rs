@@ -71,20 +71,6 @@ pub fn parse_clients(v: &str) -> Result<Vec<(String, Vec<String>)>, String> {
     Ok(out)
 }
 
-fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    f.write_all(data)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
 /// The YAML config for the peer's variables (`env` looks one up; empty counts as unset).
 pub fn yaml_from_env(env: &dyn Fn(&str) -> Option<String>, dir: &Path) -> Result<String, String> {
     let clients = match env("PKCE_CLIENTS") {
@@ -107,7 +93,7 @@ pub fn yaml_from_env(env: &dyn Fn(&str) -> Option<String>, dir: &Path) -> Result
         return Err("JWT_SIGNING_KEY and ENCRYPTION_KEY together must be at least 32 bytes".into());
     }
     let key_file = dir.join("pkce-key");
-    write_private(&key_file, &key)?;
+    crate::config::secret::write_private(&key_file, &key)?;
     let port: u16 = match env("PORT") {
         Some(p) => p
             .trim()

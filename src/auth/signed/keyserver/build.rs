@@ -1,10 +1,10 @@
 //! Building the key registry endpoint from the `key_registry:` block: every value checked, every
 //! problem named by its key path.
 
+use crate::auth::endpoint::admin_secret_digest;
 use std::sync::Arc;
 
 use http::HeaderName;
-use sha2::{Digest, Sha256};
 
 use super::config::KeyRegistryConfig;
 use super::KeyRegistry;
@@ -103,21 +103,6 @@ fn admin(
             None
         }
     };
-    match src.resolve() {
-        Ok(s) if s.expose().len() >= 16 => {
-            let digest: [u8; 32] = Sha256::digest(s.expose()).into();
-            header.map(|h| (h, digest))
-        }
-        Ok(_) => {
-            problems.push(
-                format!("{path}.admin_secret"),
-                "the admin secret must be at least 16 bytes",
-            );
-            None
-        }
-        Err(m) => {
-            problems.push(format!("{path}.admin_secret"), m);
-            None
-        }
-    }
+    let digest = admin_secret_digest(src, &format!("{path}.admin_secret"), problems)?;
+    header.map(|h| (h, digest))
 }
