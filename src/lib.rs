@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod compat;
 pub mod config;
+pub mod conncap;
 pub mod context;
 pub mod echo;
 pub mod headers;

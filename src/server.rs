@@ -12,6 +12,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::schema::{ListenerConfig, ListenerRole, LogConfig, LogFormat};
 use crate::config::{self, Problems};
+use crate::conncap::{Capped, Caps};
 use crate::context::Context;
 use crate::metrics::{Metrics, SidePort};
 use crate::proxy::Edge;
@@ -91,6 +92,7 @@ fn add_role_services(
     current: &Arc<ArcSwap<Snapshot>>,
     metrics: &Arc<Metrics>,
     keepalive_request_limit: u32,
+    caps: &Arc<Caps>,
 ) -> Result<(), String> {
     for h2c in [false, true] {
         let mine: Vec<(usize, &ListenerConfig)> = listeners
@@ -102,19 +104,17 @@ fn add_role_services(
             continue;
         }
         let name = if h2c { "authedge h2c" } else { "authedge" };
-        let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        let mut app = pingora::proxy::http_proxy(
             &server.configuration,
             Edge::new(current.clone(), metrics.clone()),
-            name,
         );
-        if let Some(app) = proxy.app_logic_mut() {
-            let limit = keepalive_request_limit;
-            let mut opts = pingora::apps::HttpServerOptions::default();
-            // Pingora counts reuses after the first request.
-            opts.keepalive_request_limit = (limit > 0).then(|| limit - 1);
-            opts.h2c = h2c;
-            app.server_options = Some(opts);
-        }
+        let limit = keepalive_request_limit;
+        let mut opts = pingora::apps::HttpServerOptions::default();
+        // Pingora counts reuses after the first request.
+        opts.keepalive_request_limit = (limit > 0).then(|| limit - 1);
+        opts.h2c = h2c;
+        app.server_options = Some(opts);
+        let mut proxy = Service::new(name.to_string(), Capped::new(app, caps.clone()));
         for (i, l) in mine {
             add_listener(&mut proxy, l, certs.store(i))?;
         }
@@ -126,18 +126,16 @@ fn add_role_services(
         .filter(|(_, l)| l.role == ListenerRole::Signer)
         .collect();
     if !signers.is_empty() {
-        let mut signer = pingora::proxy::http_proxy_service_with_name(
+        let mut app = pingora::proxy::http_proxy(
             &server.configuration,
             crate::signer::proxy::SignerProxy::new(current.clone()),
-            "authedge signer",
         );
-        if let Some(app) = signer.app_logic_mut() {
-            let mut opts = pingora::apps::HttpServerOptions::default();
-            // Let CONNECT reach the signer's request_filter, which answers it (403 without a CA,
-            // as jwtproxy) and never tunnels; Pingora would answer 405 itself.
-            opts.allow_connect_method_proxying = true;
-            app.server_options = Some(opts);
-        }
+        let mut opts = pingora::apps::HttpServerOptions::default();
+        // Let CONNECT reach the signer's request_filter, which answers it (403 without a CA,
+        // as jwtproxy) and never tunnels; Pingora would answer 405 itself.
+        opts.allow_connect_method_proxying = true;
+        app.server_options = Some(opts);
+        let mut signer = Service::new("authedge signer".into(), Capped::new(app, caps.clone()));
         for (i, l) in signers {
             add_listener(&mut signer, l, certs.store(i))?;
         }
@@ -209,6 +207,15 @@ pub fn run(path: PathBuf) -> Result<(), String> {
     let (routes, generation) = (snap.routes.len(), snap.generation);
 
     let certs = Arc::new(Certificates::build(&listeners, &metrics)?);
+    crate::conncap::raise_nofile_limit();
+    let global_cap = snap
+        .server
+        .max_connections
+        .unwrap_or_else(crate::conncap::default_global_cap);
+    let caps = Arc::new(
+        Caps::new(global_cap, &listeners, &metrics.registry)
+            .map_err(|e| format!("connection cap metrics: {e}"))?,
+    );
     let current = Arc::new(ArcSwap::from_pointee(snap));
     let reloader = Arc::new(
         Reloader::new(path.clone(), current.clone(), warm.clone()).with_certificates(certs.clone()),
@@ -227,6 +234,7 @@ pub fn run(path: PathBuf) -> Result<(), String> {
         &current,
         &metrics,
         keepalive_request_limit,
+        &caps,
     )?;
     if let Some(m) = &metrics_cfg {
         let mut side = Service::new(

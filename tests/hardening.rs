@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{client, Edge};
+use common::{client, wait_for, Edge};
 
 /// An upstream that records each request's raw head and body, exactly as received, and answers
 /// `200 ok` and closes.
@@ -478,4 +478,113 @@ fn a_slow_endpoint_body_gets_408_after_the_deadline() {
         took >= Duration::from_millis(900) && took < Duration::from_secs(5),
         "{took:?}"
     );
+}
+
+/// Open `n` connections that each completed one request and now idle in keep-alive.
+fn idle_connections(port: u16, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|i| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(b"GET /builtin/c HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let resp = read_response(&mut s);
+            assert!(resp.starts_with("HTTP/1.1 200"), "conn {i}: {resp}");
+            s
+        })
+        .collect()
+}
+
+/// One more connection past a cap: answered 503 and closed without a request being read.
+fn assert_refused(port: u16) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with("HTTP/1.1 503") && text.ends_with("too many connections\n"),
+        "{text:?}"
+    );
+}
+
+/// After some capped connections close, new ones are served again.
+fn assert_served_again(port: u16) {
+    wait_for(
+        || {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ =
+                s.write_all(b"GET /builtin/again HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            out.starts_with(b"HTTP/1.1 200")
+        },
+        "a connection served after others closed",
+    );
+}
+
+#[test]
+fn a_listener_holds_at_most_max_connections_and_recovers() {
+    let up = RawUpstream::start();
+    let yaml = config(up.port, "", "").replace(
+        r#"listeners: [ { address: "127.0.0.1:{port}" } ]"#,
+        r#"listeners: [ { address: "127.0.0.1:{port}", max_connections: 40 } ]"#,
+    );
+    let edge = Edge::start(&yaml);
+    let mut conns = idle_connections(edge.port, 40);
+    edge.wait_metric("authedge_downstream_connections", 40.0);
+    assert_refused(edge.port);
+    assert_refused(edge.port);
+    let label = format!(
+        "authedge_downstream_connections_refused_total{{listener=\"127.0.0.1:{}\"}}",
+        edge.port
+    );
+    edge.wait_metric(&label, 2.0);
+    // The admitted connections keep working while the listener is full.
+    conns[0]
+        .write_all(b"GET /builtin/still HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(read_response(&mut conns[0]).starts_with("HTTP/1.1 200"));
+    conns.truncate(30);
+    assert_served_again(edge.port);
+    wait_for(
+        || edge.metric("authedge_downstream_connections") == 30.0,
+        "30 connections open",
+    );
+}
+
+#[test]
+fn the_process_cap_covers_every_listener() {
+    let up = RawUpstream::start();
+    let edge = Edge::start(&config(up.port, ", max_connections: 25", ""));
+    let conns = idle_connections(edge.port, 25);
+    assert_refused(edge.port);
+    edge.wait_metric(
+        "authedge_downstream_connections_refused_total{listener=\"*\"}",
+        1.0,
+    );
+    drop(conns);
+    assert_served_again(edge.port);
+}
+
+#[test]
+fn a_zero_connection_cap_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        "server: { max_connections: 0 }\nlisteners: [ { address: \"127.0.0.1:1\", max_connections: 0 } ]\nupstreams: {}\nroutes: []\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("server.max_connections"), "{text}");
+    assert!(text.contains("listeners[0].max_connections"), "{text}");
 }

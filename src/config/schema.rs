@@ -84,6 +84,10 @@ pub struct ServerConfig {
     /// Deadline for reading a request body the edge answers itself (`/auth`, ...).
     #[serde(default = "default_body_timeout", with = "humantime_serde")]
     pub endpoint_body_timeout: Duration,
+    /// Client connections the whole process holds open at once, over every listener (default:
+    /// half the open-file limit, so upstream connections, keys and logs keep the other half).
+    #[serde(default)]
+    pub max_connections: Option<u32>,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +102,7 @@ impl Default for ServerConfig {
             keepalive_timeout: default_keepalive(),
             max_requests_per_connection: default_max_requests(),
             endpoint_body_timeout: default_body_timeout(),
+            max_connections: None,
         }
     }
 }
@@ -147,6 +152,11 @@ pub struct ListenerConfig {
     /// Plain listeners: also serve HTTP/2 with prior knowledge (h2c); HTTP/1.1 still works.
     #[serde(default)]
     pub h2c: bool,
+    /// Client connections this listener holds open at once (idle keep-alive ones included);
+    /// one more is answered 503 and closed. Default: only the process-wide
+    /// `server.max_connections` applies.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
 }
 
 /// The proxy role a listener serves. Each role is its own Pingora service with its own

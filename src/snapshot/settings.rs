@@ -43,6 +43,9 @@ pub(super) fn check_server(cfg: &FileConfig, problems: &mut Problems) {
     if cfg.server.threads == 0 {
         problems.push("server.threads", "must be at least 1");
     }
+    if cfg.server.max_connections == Some(0) {
+        problems.push("server.max_connections", "must be at least 1");
+    }
     if cfg.listeners.is_empty() {
         problems.push("listeners", "at least one listener is needed");
     }
@@ -60,6 +63,9 @@ pub(super) fn check_server(cfg: &FileConfig, problems: &mut Problems) {
 }
 
 pub(super) fn check_listener(l: &ListenerConfig, p: &str, problems: &mut Problems) {
+    if l.max_connections == Some(0) {
+        problems.push(format!("{p}.max_connections"), "must be at least 1");
+    }
     match (&l.address, &l.unix) {
         (Some(a), None) => {
             if a.parse::<std::net::SocketAddr>().is_err() {
