@@ -106,6 +106,10 @@ pub struct RedisStore {
     pub(crate) scopes: Mutex<HashMap<String, Arc<RevocationScope>>>,
     /// Wakes the subscriber when a scope is added.
     pub(crate) new_scope: tokio::sync::Notify,
+    /// One connection per thread that makes calls (each Pingora worker), its driver task on that
+    /// thread's runtime: a call then costs no wake-up of another thread. `conn` (on the control
+    /// runtime) stays the one that says whether Redis is reachable.
+    local: thread_local::ThreadLocal<Arc<LocalConn>>,
     gcra: Script,
     revoke: Script,
     check: Script,
@@ -137,6 +141,7 @@ impl RedisStore {
             epoch: AtomicU64::new(0),
             scopes: Mutex::new(HashMap::new()),
             new_scope: tokio::sync::Notify::new(),
+            local: thread_local::ThreadLocal::new(),
             gcra: Script::new(GCRA),
             revoke: Script::new(REVOKE),
             check: Script::new(CHECK),
@@ -156,16 +161,7 @@ impl RedisStore {
         }
         let timeout = self.settings.timeout;
         let conn = match &self.settings.target {
-            Target::Single(client) => {
-                let cfg = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(timeout.max(Duration::from_millis(500))))
-                    .set_response_timeout(Some(timeout))
-                    .set_number_of_retries(2)
-                    .set_max_delay(Duration::from_millis(500));
-                redis::aio::ConnectionManager::new_lazy_with_config((**client).clone(), cfg)
-                    .map(Conn::Single)
-                    .map_err(|e| StateError::Backend(e.to_string()))?
-            }
+            Target::Single(client) => Conn::Single(self.manager(client)?),
             Target::Cluster(client, _) => {
                 let fut = client.get_async_connection();
                 match tokio::time::timeout(timeout.max(Duration::from_secs(2)), fut).await {
@@ -177,6 +173,45 @@ impl RedisStore {
         };
         self.conn.store(Some(Arc::new(conn)));
         Ok(())
+    }
+
+    /// A reconnecting connection whose tasks run on the calling thread's runtime.
+    fn manager(&self, client: &redis::Client) -> Result<redis::aio::ConnectionManager, StateError> {
+        let timeout = self.settings.timeout;
+        let cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout.max(Duration::from_millis(500))))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), cfg)
+            .map_err(|e| StateError::Backend(e.to_string()))
+    }
+
+    /// This thread's connection once it has answered a ping (made on first use, probed in the
+    /// background meanwhile); until then the shared one, so no request waits for a connect.
+    fn connection(&self) -> Result<Conn, StateError> {
+        let Some(shared) = self.conn.load_full() else {
+            return Err(StateError::NotConnected);
+        };
+        let (Conn::Single(_), Target::Single(client)) = (&*shared, &self.settings.target) else {
+            return Ok((*shared).clone());
+        };
+        let local = self.local.get_or_try(|| {
+            self.manager(client).map(|conn| {
+                Arc::new(LocalConn {
+                    conn,
+                    ready: AtomicBool::new(false),
+                    probing: AtomicBool::new(false),
+                })
+            })
+        })?;
+        if local.ready.load(Ordering::Acquire) {
+            return Ok(Conn::Single(local.conn.clone()));
+        }
+        if !local.probing.swap(true, Ordering::AcqRel) {
+            tokio::spawn(LocalConn::probe(local.clone()));
+        }
+        Ok((*shared).clone())
     }
 
     /// `prefix` + `kind` + `key`.
@@ -211,16 +246,13 @@ impl RedisStore {
         work: Work<'_>,
     ) -> Result<T, StateError> {
         let started = Instant::now();
-        let result = match self.conn.load_full() {
-            None => Err(StateError::NotConnected),
-            Some(conn) => {
-                let conn = (*conn).clone();
-                match tokio::time::timeout(self.settings.timeout, exec(conn, work)).await {
-                    Ok(Ok(v)) => Ok(v),
-                    Ok(Err(e)) => Err(StateError::Backend(e.to_string())),
-                    Err(_) => Err(StateError::Timeout),
-                }
-            }
+        let result = match self.connection() {
+            Err(e) => Err(e),
+            Ok(conn) => match tokio::time::timeout(self.settings.timeout, exec(conn, work)).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(StateError::Backend(e.to_string())),
+                Err(_) => Err(StateError::Timeout),
+            },
         };
         self.metrics.observe(op, started.elapsed().as_secs_f64());
         if let Err(e) = &result {
@@ -238,6 +270,26 @@ impl RedisStore {
     fn mirrored(&self, scope: &RevocationScope) -> bool {
         let e = self.epoch.load(Ordering::Acquire);
         e != 0 && scope.synced.load(Ordering::Acquire) == e
+    }
+}
+
+/// A thread's own connection and whether it has answered yet.
+pub(crate) struct LocalConn {
+    conn: redis::aio::ConnectionManager,
+    ready: AtomicBool,
+    probing: AtomicBool,
+}
+
+impl LocalConn {
+    /// One PING on this thread's runtime (which connects it); ready when answered.
+    async fn probe(me: Arc<LocalConn>) {
+        let mut c = me.conn.clone();
+        let ping = redis::cmd("PING");
+        let fut = ping.query_async::<String>(&mut c);
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), fut).await {
+            me.ready.store(true, Ordering::Release);
+        }
+        me.probing.store(false, Ordering::Release);
     }
 }
 
