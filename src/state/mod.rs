@@ -7,6 +7,7 @@
 //! fails closed (503), never allows. Everything stored expires by itself.
 
 pub mod config;
+mod lua;
 pub mod memory;
 pub mod metrics;
 mod mirror;
