@@ -145,3 +145,106 @@ fn unknown_oauth2_proxy_variables_are_refused_by_name() {
     assert!(err.contains("OAUTH2_PROXY_COOKIE_SAMESITE_TYPO"), "{err}");
     assert!(err.contains("OAUTH2_PROXY_LOGIN_URL"), "{err}");
 }
+
+/// seeds/003 as written: no `PROVIDER`, no issuer, the provider's endpoints in `LOGIN_URL`,
+/// `REDEEM_URL` and `VALIDATE_URL` (the userinfo endpoint), a 16-byte `COOKIE_SECRET`, any
+/// e-mail domain: a login end to end, the upstream seeing who.
+#[test]
+fn the_seed_environment_with_login_redeem_and_validate_urls_logs_in() {
+    let up = EchoUpstream::start();
+    let (port, metrics, op_port) = (free_port(), free_port(), port_outside_ephemeral_range());
+    let dir = tempfile::tempdir().unwrap();
+    let op_url = format!("http://127.0.0.1:{op_port}");
+    let env: Vec<(String, String)> = [
+        ("HTTP_ADDRESS", format!("127.0.0.1:{port}")),
+        ("METRICS_ADDRESS", format!("127.0.0.1:{metrics}")),
+        ("SCOPE", "openid email profile".into()),
+        (
+            "REDIRECT_URL",
+            format!("http://127.0.0.1:{port}/oauth2/callback"),
+        ),
+        ("LOGIN_URL", format!("{op_url}/auth?audience=oauth2proxy")),
+        ("REDEEM_URL", format!("{op_url}/token")),
+        ("VALIDATE_URL", format!("{op_url}/me")),
+        ("EMAIL_DOMAINS", "*".into()),
+        ("COOKIE_SECRET", "someSecret123456".into()),
+        ("COOKIE_SECURE", "false".into()),
+        ("CLIENT_ID", "web".into()),
+        ("CLIENT_SECRET", "secret-web".into()),
+        ("UPSTREAMS", format!("{}/anything", up.url())),
+        ("SKIP_PROVIDER_BUTTON", "true".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("OAUTH2_PROXY_{k}"), v))
+    .collect();
+    let _edge = Run(run(&env, dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("authedge"));
+    let clients = json!([{
+        "client_id": "web", "client_secret": "secret-web",
+        "redirect_uris": [format!("http://127.0.0.1:{port}/oauth2/callback")],
+    }]);
+    let op = Op::start_env(
+        op_port,
+        &[
+            ("OIDC_CLIENTS", &clients.to_string()),
+            ("OIDC_USERINFO_TOKENS", "1"),
+        ],
+    );
+    let c = client();
+    wait_for(
+        || {
+            c.get(format!("http://127.0.0.1:{metrics}/readyz"))
+                .send()
+                .map(|r| r.status() == 200)
+                .unwrap_or(false)
+        },
+        "the drop-in edge to be ready",
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let r = c
+        .get(format!("{base}/anything"))
+        .header("accept", "text/html")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let r = c.get(format!("{base}{}", location(&r))).send().unwrap();
+    assert_eq!(r.status(), 302);
+    let authorize = location(&r);
+    // The login URL is used as given, its own query kept.
+    assert!(
+        authorize.starts_with(&format!("{op_url}/auth?audience=oauth2proxy&")),
+        "{authorize}"
+    );
+    let flow = set_cookies(&r)
+        .into_iter()
+        .find(|(n, _)| n.ends_with("_flow"))
+        .map(|(n, v)| format!("{n}={v}"))
+        .unwrap();
+    let cb = provider_login_at(
+        &mut Jar::default(),
+        &op.issuer,
+        &base,
+        &authorize,
+        "asaf@crossid.example",
+    );
+    let r = c.get(cb).header("cookie", flow).send().unwrap();
+    assert_eq!(r.status(), 302);
+    let session = session_cookies(&r);
+    let v: serde_json::Value = c
+        .get(format!("{base}/anything"))
+        .header("cookie", &session)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(v["headers"]["x-forwarded-email"], "asaf@crossid.example");
+    assert_eq!(v["headers"]["x-forwarded-user"], "asaf@crossid.example");
+    let r = c
+        .get(format!("{base}/oauth2/userinfo"))
+        .header("cookie", &session)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -368,6 +368,7 @@ fn id_tokens_for_another_audience_expired_or_with_another_nonce_are_refused() {
         &[],
         std::time::Duration::from_secs(5),
         out,
+        None,
     );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -112,6 +112,18 @@ impl Sealer {
     /// Build a ring. `domain` names the use (`opaque-token`, `pkce`, `oidc-session`), `context`
     /// the realm or provider; `keys` are `(id, secret)`, the sealing key first.
     pub fn new(domain: &str, context: &[u8], keys: &[(&str, &[u8])]) -> Result<Sealer, KeyError> {
+        Sealer::with_min_secret(domain, context, keys, MIN_SECRET)
+    }
+
+    /// As [`Sealer::new`], with secrets as short as `min_secret` bytes (never under 16: the
+    /// 128-bit secrets of tools whose config users bring, such as oauth2-proxy's cookie secret).
+    pub fn with_min_secret(
+        domain: &str,
+        context: &[u8],
+        keys: &[(&str, &[u8])],
+        min_secret: usize,
+    ) -> Result<Sealer, KeyError> {
+        let min_secret = min_secret.max(16);
         let err = |index, reason: String| KeyError { index, reason };
         if keys.is_empty() {
             return Err(err(0, "at least one key is needed".into()));
@@ -122,10 +134,10 @@ impl Sealer {
                 let why = format!("key id {id:?} must be 1 to 64 characters of A-Z a-z 0-9 . _ -");
                 return Err(err(i, why));
             }
-            if secret.len() < MIN_SECRET {
+            if secret.len() < min_secret {
                 return Err(err(
                     i,
-                    format!("secret must be at least {MIN_SECRET} bytes"),
+                    format!("secret must be at least {min_secret} bytes"),
                 ));
             }
             if ring.iter().any(|k| &*k.id == id.as_bytes()) {

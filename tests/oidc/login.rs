@@ -79,11 +79,25 @@ impl Setup {
 
     /// [`Setup::start`] asking for these scopes (a YAML list).
     pub fn start_scopes(extra: &str, scopes: &str) -> Setup {
+        Setup::start_mapped(extra, scopes, |c, _| c, &[])
+    }
+
+    /// [`Setup::start_scopes`] with the config rewritten by `map(config, provider_port)` and
+    /// these variables for the provider fixture.
+    pub fn start_mapped(
+        extra: &str,
+        scopes: &str,
+        map: impl Fn(String, u16) -> String,
+        op_env: &[(&str, &str)],
+    ) -> Setup {
         let up = EchoUpstream::start();
         let op_port = port_outside_ephemeral_range();
         // The edge first (its port goes into the client's redirect URIs); it discovers the
         // provider once that is up.
-        let edge = Edge::start(&config_scopes(&up.url(), op_port, extra, scopes));
+        let edge = Edge::start(&map(
+            config_scopes(&up.url(), op_port, extra, scopes),
+            op_port,
+        ));
         let p = edge.port;
         let clients = json!([{
             "client_id": "web",
@@ -98,7 +112,10 @@ impl Setup {
             "grant_types": ["authorization_code", "refresh_token"],
             "response_types": ["code"],
         }]);
-        let op = Op::start_env(op_port, &[("OIDC_CLIENTS", &clients.to_string())]);
+        let clients = clients.to_string();
+        let mut env = vec![("OIDC_CLIENTS", clients.as_str())];
+        env.extend_from_slice(op_env);
+        let op = Op::start_env(op_port, &env);
         edge.wait_ready();
         Setup { up, edge, op }
     }

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
-use openidconnect::IssuerUrl;
+use openidconnect::{AuthUrl, EndSessionUrl, IssuerUrl, JsonWebKeySetUrl, TokenUrl, UserInfoUrl};
 use sha2::{Digest, Sha256};
 
-use super::client::ProviderClient;
+use super::client::{Fixed, ProviderClient};
 use super::config::{OidcProviderConfig, OidcRouteConfig};
 use super::endpoints::{OidcEndpoint, Which};
 use super::policy::Policy;
@@ -121,6 +121,7 @@ fn build_provider(
 ) -> Option<Provider> {
     let before = problems.0.len();
     let issuer = check_issuer(c, path, problems);
+    let fixed = fixed_endpoints(c, path, problems);
     let secret = client_secret(c, path, problems);
     if c.client_id.is_empty() {
         problems.push(format!("{path}.client_id"), "must not be empty");
@@ -136,7 +137,7 @@ fn build_provider(
         return None;
     }
     let (issuer, sealer) = (issuer?, sealer?);
-    let client = shared_client(c, issuer, secret, warm);
+    let client = shared_client(c, issuer, fixed, secret, warm);
     let jar = CookieJar::new(&CookieSettings {
         name: &c.cookie_name,
         secure: c.cookie_secure,
@@ -158,7 +159,10 @@ fn build_provider(
             &c.allowed_groups,
         ),
         headers,
-        issuer: HeaderValue::from_str(&c.issuer).ok(),
+        issuer: c
+            .issuer
+            .as_deref()
+            .and_then(|i| HeaderValue::from_str(i).ok()),
         cookie_expire: c.cookie_expire,
         flow_ttl: c.flow_ttl,
         skip_provider_button: c.skip_provider_button,
@@ -224,18 +228,29 @@ fn check_policy(c: &OidcProviderConfig, path: &str, problems: &mut Problems) {
 fn shared_client(
     c: &OidcProviderConfig,
     issuer: IssuerUrl,
+    fixed: Option<Fixed>,
     secret: Option<String>,
     warm: &Context,
 ) -> Arc<ProviderClient> {
     let mut h = Sha256::new();
-    for part in [c.issuer.as_bytes(), c.client_id.as_bytes()] {
-        h.update(part);
+    let e = c.endpoints.as_ref();
+    let parts = [
+        Some(issuer.as_str()),
+        Some(c.client_id.as_str()),
+        e.map(|e| e.authorization.as_str()),
+        e.map(|e| e.token.as_str()),
+        e.and_then(|e| e.userinfo.as_deref()),
+        e.and_then(|e| e.jwks.as_deref()),
+        e.and_then(|e| e.end_session.as_deref()),
+    ];
+    for part in parts {
+        h.update(part.unwrap_or("\u{1}").as_bytes());
         h.update([0]);
     }
     h.update(secret.as_deref().unwrap_or("").as_bytes());
     h.update(c.scopes.join(" ").as_bytes());
     h.update(c.timeout.as_millis().to_le_bytes());
-    let key = format!("oidc:{}:{:x}", c.issuer, h.finalize());
+    let key = format!("oidc:{}:{:x}", issuer.as_str(), h.finalize());
     let mut fresh = false;
     let client = warm.shared(&key, || {
         fresh = true;
@@ -246,6 +261,7 @@ fn shared_client(
             &c.scopes,
             c.timeout,
             warm.outbound.clone(),
+            fixed,
         )
     });
     if fresh && !warm.dry_run {
@@ -266,9 +282,27 @@ fn shared_client(
     client
 }
 
+/// The issuer: required for discovery and for ID tokens checked against configured keys.
+/// With endpoints and no keys it may be left out; the authorization endpoint then stands in
+/// for it in logs (nothing is checked against it).
 fn check_issuer(c: &OidcProviderConfig, path: &str, problems: &mut Problems) -> Option<IssuerUrl> {
     let p = format!("{path}.issuer");
-    match url::Url::parse(&c.issuer) {
+    let given = match (&c.issuer, &c.endpoints) {
+        (Some(i), _) => i.clone(),
+        (None, Some(e)) if e.jwks.is_none() => e.authorization.clone(),
+        (None, Some(_)) => {
+            problems.push(
+                p,
+                "required with endpoints.jwks (the ID token's iss is checked)",
+            );
+            return None;
+        }
+        (None, None) => {
+            problems.push(p, "required (discovery), or name the provider's endpoints");
+            return None;
+        }
+    };
+    match url::Url::parse(&given) {
         Ok(u) if matches!(u.scheme(), "http" | "https") => {}
         Ok(_) => {
             problems.push(p, "must be an http or https URL");
@@ -279,13 +313,72 @@ fn check_issuer(c: &OidcProviderConfig, path: &str, problems: &mut Problems) -> 
             return None;
         }
     }
-    match IssuerUrl::new(c.issuer.clone()) {
+    match IssuerUrl::new(given) {
         Ok(i) => Some(i),
         Err(e) => {
             problems.push(p, format!("not a URL: {e}"));
             None
         }
     }
+}
+
+/// An endpoint URL: `https`, or `http` to a loopback address only (tests, a sidecar).
+fn endpoint_url(v: &str, key: &str, problems: &mut Problems) -> Option<url::Url> {
+    match url::Url::parse(v) {
+        Ok(u) if u.scheme() == "https" => Some(u),
+        Ok(u) if u.scheme() == "http" && is_loopback(&u) => Some(u),
+        Ok(_) => {
+            problems.push(key, "must be https (http only to a loopback address)");
+            None
+        }
+        Err(e) => {
+            problems.push(key, format!("not a URL: {e}"));
+            None
+        }
+    }
+}
+
+fn is_loopback(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => false,
+    }
+}
+
+/// The configured endpoints (no discovery), each checked; `None` also for discovery.
+fn fixed_endpoints(c: &OidcProviderConfig, path: &str, problems: &mut Problems) -> Option<Fixed> {
+    let e = c.endpoints.as_ref()?;
+    let key = |k: &str| format!("{path}.endpoints.{k}");
+    let opt = |v: &Option<String>, k: &str, problems: &mut Problems| {
+        v.as_deref().map(|v| endpoint_url(v, &key(k), problems))
+    };
+    let authorization = endpoint_url(&e.authorization, &key("authorization"), problems);
+    let token = endpoint_url(&e.token, &key("token"), problems);
+    let userinfo = opt(&e.userinfo, "userinfo", problems);
+    let jwks = opt(&e.jwks, "jwks", problems);
+    let end_session = opt(&e.end_session, "end_session", problems);
+    if e.jwks.is_none() && e.userinfo.is_none() {
+        problems.push(
+            format!("{path}.endpoints"),
+            "name jwks (to check ID tokens) or userinfo (who logged in), or both",
+        );
+        return None;
+    }
+    // `Some(None)`: named but invalid (already reported).
+    let (userinfo, jwks, end_session) = (
+        userinfo.map(|u| u.ok_or(())).transpose().ok()?,
+        jwks.map(|u| u.ok_or(())).transpose().ok()?,
+        end_session.map(|u| u.ok_or(())).transpose().ok()?,
+    );
+    Some(Fixed {
+        authorization: AuthUrl::from_url(authorization?),
+        token: TokenUrl::from_url(token?),
+        userinfo: userinfo.map(UserInfoUrl::from_url),
+        jwks: jwks.map(JsonWebKeySetUrl::from_url),
+        end_session: end_session.map(EndSessionUrl::from_url),
+    })
 }
 
 fn sealer(
@@ -312,7 +405,16 @@ fn sealer(
         return None;
     }
     let pairs: Vec<(&str, &[u8])> = secrets.iter().map(|(id, s)| (*id, s.expose())).collect();
-    match Sealer::new("oidc", name.as_bytes(), &pairs) {
+    for (i, (_, s)) in pairs.iter().enumerate() {
+        if s.len() < 32 && s.len() != 16 && s.len() != 24 {
+            problems.push(
+                format!("{path}.cookie_secrets[{i}].secret"),
+                format!("is {} bytes: give 16, 24 or at least 32", s.len()),
+            );
+            return None;
+        }
+    }
+    match Sealer::with_min_secret("oidc", name.as_bytes(), &pairs, 16) {
         Ok(s) => Some(s),
         Err(e) => {
             problems.push(format!("{path}.cookie_secrets[{}]", e.index), e.reason);

@@ -6,6 +6,7 @@
 //! oidc:
 //!   main:
 //!     issuer: https://op.example             # discovery at <issuer>/.well-known/openid-configuration
+//!     # or, without discovery: endpoints: {authorization: .., token: .., userinfo: .., jwks: ..}
 //!     client_id: web
 //!     client_secret: {env: OIDC_CLIENT_SECRET}  # absent: a public client (PKCE only)
 //!     cookie_secrets: [{id: k1, secret: {env: COOKIE_SECRET}}]   # the first seals, all open
@@ -27,8 +28,14 @@ use crate::config::secret::SecretSource;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OidcProviderConfig {
-    /// The issuer; discovery reads `<issuer>/.well-known/openid-configuration`.
-    pub issuer: String,
+    /// The issuer; discovery reads `<issuer>/.well-known/openid-configuration`. Optional only
+    /// with `endpoints` and no `endpoints.jwks` (then nothing is signed by it to check).
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// A provider without discovery: its endpoints named here instead (oauth2-proxy's
+    /// `LOGIN_URL`, `REDEEM_URL`, `PROFILE_URL`/`VALIDATE_URL`, `OIDC_JWKS_URL`).
+    #[serde(default)]
+    pub endpoints: Option<Endpoints>,
     pub client_id: String,
     /// Absent: a public client (PKCE alone).
     #[serde(default)]
@@ -48,7 +55,8 @@ pub struct OidcProviderConfig {
     /// session in the shared state; back-channel logout needs it).
     #[serde(default)]
     pub store: super::store::StoreKind,
-    /// Session sealing keys; the first seals, all open (rotation).
+    /// Session sealing keys; the first seals, all open (rotation). Each secret is 16, 24 or at
+    /// least 32 bytes (oauth2-proxy's `COOKIE_SECRET` sizes).
     pub cookie_secrets: Vec<CookieKey>,
     /// The session cookie's name; `__Host-` is put in front when the cookie is `Secure`, has no
     /// domain and path `/`.
@@ -112,6 +120,24 @@ pub struct OidcProviderConfig {
     /// Deadline of each call to the provider (discovery, token, keys).
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+}
+
+/// The endpoints of a provider used without discovery. With `jwks`, the ID token is verified
+/// against those keys (and `issuer` is required); without it, who logged in is what the
+/// `userinfo` endpoint says when called with the access token (both answers come straight from
+/// the provider over the edge's own connection, OpenID Connect Core §3.1.3.7), so `userinfo` is
+/// then required. Each must be `https`, or `http` to a loopback address.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoints {
+    pub authorization: String,
+    pub token: String,
+    #[serde(default)]
+    pub userinfo: Option<String>,
+    #[serde(default)]
+    pub jwks: Option<String>,
+    #[serde(default)]
+    pub end_session: Option<String>,
 }
 
 /// A session sealing key with its id.

@@ -7,9 +7,10 @@
 //! |---|---|
 //! | `HTTP_ADDRESS` (default `127.0.0.1:4180`) | the listener (`http://` and `:port` forms too) |
 //! | `UPSTREAMS` | one upstream; its path is the route's prefix (`http://app:8080/` -> `/`) |
-//! | `PROVIDER` (`oidc`), `OIDC_ISSUER_URL` | the provider, by discovery |
+//! | `PROVIDER` (`oidc`, or unset), `OIDC_ISSUER_URL` | the provider, by discovery |
+//! | `LOGIN_URL`, `REDEEM_URL`, `PROFILE_URL` (else `VALIDATE_URL`), `OIDC_JWKS_URL`, `SKIP_OIDC_DISCOVERY` | the provider without discovery (`endpoints:`); with `OIDC_JWKS_URL` the ID token is checked (and `OIDC_ISSUER_URL` is needed), without it who logged in is what the userinfo URL says |
 //! | `CLIENT_ID`, `CLIENT_SECRET` | the client registration |
-//! | `COOKIE_SECRET` | the sealing key (at least 32 bytes here) |
+//! | `COOKIE_SECRET` | the sealing key (16, 24 or 32+ bytes, as oauth2-proxy) |
 //! | `COOKIE_NAME`, `COOKIE_DOMAINS` (first), `COOKIE_SECURE`, `COOKIE_EXPIRE`, `COOKIE_REFRESH` | the session cookie |
 //! | `EMAIL_DOMAINS`, `ALLOWED_GROUPS` | the policy (comma-separated) |
 //! | `WHITELIST_DOMAINS` | `allowed_redirect_origins` (`https://` and `http://` of each; exact, no suffixes) |
@@ -44,23 +45,16 @@ const KNOWN: &[&str] = &[
     "PASS_ACCESS_TOKEN",
     "SET_XAUTHREQUEST",
     "METRICS_ADDRESS",
+    "LOGIN_URL",
+    "REDEEM_URL",
+    "VALIDATE_URL",
+    "PROFILE_URL",
+    "OIDC_JWKS_URL",
+    "SKIP_OIDC_DISCOVERY",
 ];
 
 /// Known to oauth2-proxy, not done by this build (reported with the reason).
-const NOT_DONE: &[(&str, &str)] = &[
-    (
-        "LOGIN_URL",
-        "endpoints without discovery are not supported yet: set OAUTH2_PROXY_OIDC_ISSUER_URL",
-    ),
-    (
-        "REDEEM_URL",
-        "endpoints without discovery are not supported yet: set OAUTH2_PROXY_OIDC_ISSUER_URL",
-    ),
-    (
-        "VALIDATE_URL",
-        "endpoints without discovery are not supported yet: set OAUTH2_PROXY_OIDC_ISSUER_URL",
-    ),
-];
+const NOT_DONE: &[(&str, &str)] = &[];
 
 /// Whether any `OAUTH2_PROXY_*` variable is set (then the drop-in applies).
 pub fn wanted(vars: &BTreeMap<String, String>) -> bool {
@@ -144,11 +138,12 @@ pub fn yaml(vars: &BTreeMap<String, String>, dir: &std::path::Path) -> Result<St
             String::new()
         }
     };
-    let issuer = need("OIDC_ISSUER_URL");
     let client_id = need("CLIENT_ID");
     need("COOKIE_SECRET");
     let upstreams = need("UPSTREAMS");
     let domains = need("EMAIL_DOMAINS");
+    let discovery = discovery(&get, &mut errors);
+    let issuer = get("OIDC_ISSUER_URL").unwrap_or_default().to_string();
     match get("PROVIDER") {
         None | Some("oidc") => {}
         Some(p) => errors.push(format!("{PREFIX}PROVIDER: {p:?}: only oidc is supported")),
@@ -195,11 +190,78 @@ pub fn yaml(vars: &BTreeMap<String, String>, dir: &std::path::Path) -> Result<St
     }
     out.push_str(&format!("upstreams:\n  app:\n    url: {}\n", q(&up_url)));
     out.push_str(&provider_yaml(&get, &issuer, &client_id, &domains, &flags));
+    if !discovery {
+        out.push_str(&endpoints_yaml(&get));
+    }
     out.push_str(&format!(
         "routes:\n  - id: oauth2-proxy\n    path: {}\n    upstream: app\n    auth: [ {{ type: oidc, provider: main }} ]\n",
         q(&route)
     ));
     Ok(out)
+}
+
+/// Whether the provider is found by discovery (`OIDC_ISSUER_URL` alone) or by its endpoints
+/// (`LOGIN_URL` + `REDEEM_URL`, with `SKIP_OIDC_DISCOVERY` or without an issuer); what is missing
+/// for either is pushed to `errors`.
+fn discovery<'a>(get: &dyn Fn(&str) -> Option<&'a str>, errors: &mut Vec<String>) -> bool {
+    let skip = match get("SKIP_OIDC_DISCOVERY").map(|v| boolean("SKIP_OIDC_DISCOVERY", v)) {
+        Some(Ok(b)) => b,
+        Some(Err(e)) => {
+            errors.push(e);
+            false
+        }
+        None => false,
+    };
+    let named = ["LOGIN_URL", "REDEEM_URL"].iter().any(|n| get(n).is_some());
+    let issuer = get("OIDC_ISSUER_URL").is_some();
+    if issuer && !skip && !named {
+        return true;
+    }
+    if !issuer && !named {
+        errors.push(format!(
+            "{PREFIX}OIDC_ISSUER_URL is required (or {PREFIX}LOGIN_URL and {PREFIX}REDEEM_URL)"
+        ));
+        return true;
+    }
+    if issuer && named && !skip {
+        errors.push(format!(
+            "{PREFIX}LOGIN_URL/REDEEM_URL with {PREFIX}OIDC_ISSUER_URL: set \
+             {PREFIX}SKIP_OIDC_DISCOVERY=true to use the URLs, or drop them to use discovery"
+        ));
+    }
+    for n in ["LOGIN_URL", "REDEEM_URL"] {
+        if get(n).is_none() {
+            errors.push(format!("{PREFIX}{n} is required without discovery"));
+        }
+    }
+    if get("OIDC_JWKS_URL").is_some() && !issuer {
+        errors.push(format!(
+            "{PREFIX}OIDC_ISSUER_URL is required with {PREFIX}OIDC_JWKS_URL (the ID token's iss is checked)"
+        ));
+    }
+    if get("OIDC_JWKS_URL").is_none() && get("PROFILE_URL").or(get("VALIDATE_URL")).is_none() {
+        errors.push(format!(
+            "{PREFIX}VALIDATE_URL (or PROFILE_URL, the userinfo endpoint) or {PREFIX}OIDC_JWKS_URL is required without discovery"
+        ));
+    }
+    false
+}
+
+/// The `endpoints:` of a provider used without discovery.
+fn endpoints_yaml<'a>(get: &dyn Fn(&str) -> Option<&'a str>) -> String {
+    let mut out = String::from("    endpoints:\n");
+    let userinfo = get("PROFILE_URL").or(get("VALIDATE_URL"));
+    for (key, v) in [
+        ("authorization", get("LOGIN_URL")),
+        ("token", get("REDEEM_URL")),
+        ("userinfo", userinfo),
+        ("jwks", get("OIDC_JWKS_URL")),
+    ] {
+        if let Some(v) = v {
+            out.push_str(&format!("      {key}: {}\n", q(v.trim())));
+        }
+    }
+    out
 }
 
 /// Sort the `OAUTH2_PROXY_*` variables: the known ones by name, and an error for every other.
@@ -233,11 +295,10 @@ fn provider_yaml<'a>(
 ) -> String {
     let mut out = String::new();
     out.push_str("oidc:\n  main:\n");
-    out.push_str(&format!(
-        "    issuer: {}\n    client_id: {}\n",
-        q(&issuer),
-        q(&client_id)
-    ));
+    if !issuer.is_empty() {
+        out.push_str(&format!("    issuer: {}\n", q(issuer)));
+    }
+    out.push_str(&format!("    client_id: {}\n", q(client_id)));
     if get("CLIENT_SECRET").is_some() {
         out.push_str("    client_secret: { env: OAUTH2_PROXY_CLIENT_SECRET }\n");
     }
@@ -326,7 +387,8 @@ mod tests {
         assert_eq!(cfg.routes.len(), 1);
         assert_eq!(cfg.routes[0].path, "/anything");
         let p = &cfg.oidc["main"];
-        assert_eq!(p.issuer, "https://idp.example");
+        assert_eq!(p.issuer.as_deref(), Some("https://idp.example"));
+        assert!(p.endpoints.is_none());
         assert_eq!(p.allowed_groups, vec!["admins", "ops"]);
         assert_eq!(p.email_domains.as_deref(), Some(&["*".to_string()][..]));
         assert!(!p.cookie_secure && p.skip_provider_button);
@@ -339,7 +401,8 @@ mod tests {
         let mut v = base();
         v.extend([
             ("COOKIE_SECURE", "maybe"),
-            ("LOGIN_URL", "https://x"),
+            ("LOGIN_URL", "https://x/auth"),
+            ("REDEEM_URL", "https://x/token"),
             ("TYPO_SETTING", "1"),
         ]);
         let e = yaml(&vars(&v), std::path::Path::new("/tmp/x")).unwrap_err();
@@ -348,7 +411,7 @@ mod tests {
             "{e}"
         );
         assert!(
-            e.contains("OAUTH2_PROXY_LOGIN_URL: endpoints without discovery"),
+            e.contains("set OAUTH2_PROXY_SKIP_OIDC_DISCOVERY=true"),
             "{e}"
         );
         assert!(e.contains("OAUTH2_PROXY_COOKIE_SECURE"), "{e}");
@@ -357,5 +420,61 @@ mod tests {
             e.contains("OAUTH2_PROXY_OIDC_ISSUER_URL is required"),
             "{e}"
         );
+    }
+
+    /// seeds/003 as written: no issuer, no provider, the endpoints named, a 16-byte secret.
+    #[test]
+    fn the_seed_environment_without_discovery_names_the_endpoints() {
+        let v = vars(&[
+            ("HTTP_ADDRESS", "0.0.0.0:4180"),
+            ("SCOPE", "openid email profile"),
+            ("REDIRECT_URL", "http://127.0.0.1:4180/oauth2/callback"),
+            (
+                "LOGIN_URL",
+                "https://t.crossid.io/oauth2/auth?audience=oauth2proxy",
+            ),
+            (
+                "REDEEM_URL",
+                "https://t.crossid.io/oauth2/token?audience=oauth2proxy",
+            ),
+            ("VALIDATE_URL", "https://t.crossid.io/oauth2/userinfo"),
+            ("EMAIL_DOMAINS", "*"),
+            ("COOKIE_SECRET", "someSecret123456"),
+            ("COOKIE_SECURE", "true"),
+            ("CLIENT_ID", "cid"),
+            ("CLIENT_SECRET", "cs"),
+            ("UPSTREAMS", "http://httpbin.org/anything"),
+            ("SKIP_PROVIDER_BUTTON", "true"),
+        ]);
+        let y = yaml(&v, std::path::Path::new("/tmp/x")).unwrap();
+        let cfg = crate::config::parse(&y).unwrap_or_else(|e| panic!("{e}\n{y}"));
+        let p = &cfg.oidc["main"];
+        assert_eq!(p.issuer, None);
+        let e = p.endpoints.as_ref().unwrap();
+        assert_eq!(
+            e.authorization,
+            "https://t.crossid.io/oauth2/auth?audience=oauth2proxy"
+        );
+        assert_eq!(
+            e.token,
+            "https://t.crossid.io/oauth2/token?audience=oauth2proxy"
+        );
+        assert_eq!(
+            e.userinfo.as_deref(),
+            Some("https://t.crossid.io/oauth2/userinfo")
+        );
+        assert_eq!(e.jwks, None);
+        // With the keys named, the issuer is needed; without userinfo or keys, nothing says who.
+        let mut w = v.clone();
+        w.insert(
+            format!("{PREFIX}OIDC_JWKS_URL"),
+            "https://t.crossid.io/jwks".into(),
+        );
+        let e = yaml(&w, std::path::Path::new("/tmp/x")).unwrap_err();
+        assert!(e.contains("OIDC_ISSUER_URL is required with"), "{e}");
+        let mut w = v.clone();
+        w.remove(&format!("{PREFIX}VALIDATE_URL"));
+        let e = yaml(&w, std::path::Path::new("/tmp/x")).unwrap_err();
+        assert!(e.contains("VALIDATE_URL (or PROFILE_URL"), "{e}");
     }
 }
