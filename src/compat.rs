@@ -22,34 +22,32 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use crate::config::dropin::DropInError;
+
 /// The config to run: the file given, or one generated from ooproxy's environment.
-pub fn resolve_config(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
+pub fn resolve_config(explicit: Option<PathBuf>) -> Result<PathBuf, DropInError> {
     if let Some(p) = explicit {
         return Ok(p);
     }
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let vars: std::collections::BTreeMap<String, String> = std::env::vars().collect();
     if crate::auth::oidc::env::wanted(&vars) {
-        return oauth2_proxy(&vars, env("AUTHEDGE_STATE_DIR"));
+        return oauth2_proxy(&vars, env("AUTHEDGE_STATE_DIR")).map_err(DropInError::Oauth2Proxy);
     }
     if env("PROVIDER_URL").is_none() && crate::auth::pkce::dropin::wanted(&env) {
         return crate::auth::pkce::dropin::resolve(&env);
     }
     if env("PROVIDER_URL").is_none() || env("UPSTREAM_URL").is_none() {
-        return Err("no config: give --config FILE (or AUTHEDGE_CONFIG), or set PROVIDER_URL and UPSTREAM_URL \
-                    to run with ooproxy's environment variables \
-                    (or OAUTH_AUTH_URL and the others of the PKCE proxy)"
-            .into());
+        return Err(DropInError::NoConfig);
     }
     let dir = match env("AUTHEDGE_STATE_DIR") {
         Some(d) => PathBuf::from(d),
         None => std::env::temp_dir().join(format!("authedge-ooproxy-{}", std::process::id())),
     };
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| format!("AUTHEDGE_STATE_DIR {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| DropInError::io("AUTHEDGE_STATE_DIR", &dir, e))?;
     let yaml = yaml_from_env(&env, &dir)?;
     let path = dir.join("ooproxy.yaml");
-    std::fs::write(&path, yaml).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    std::fs::write(&path, yaml).map_err(|e| DropInError::io("cannot write", &path, e))?;
     Ok(path)
 }
 
@@ -75,19 +73,22 @@ fn q(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
 }
 
-fn number(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Result<Option<u64>, String> {
+fn number(
+    env: &dyn Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<u64>, DropInError> {
     match env(name) {
         None => Ok(None),
         Some(v) => v
             .trim()
             .parse::<u64>()
             .map(Some)
-            .map_err(|_| format!("{name}: {v:?} is not a whole number")),
+            .map_err(|_| DropInError::var(name, format!("{v:?} is not a whole number"))),
     }
 }
 
 /// `host:port`, with an optional `http(s)://` and trailing `/`, as an IP:port listener address.
-fn listen_address(name: &str, value: &str) -> Result<String, String> {
+fn listen_address(name: &'static str, value: &str) -> Result<String, DropInError> {
     let v = value.trim();
     let v = v
         .strip_prefix("http://")
@@ -99,39 +100,37 @@ fn listen_address(name: &str, value: &str) -> Result<String, String> {
     }
     let (host, port) = v
         .rsplit_once(':')
-        .ok_or_else(|| format!("{name}: {value:?} needs host:port"))?;
+        .ok_or_else(|| DropInError::var(name, format!("{value:?} needs host:port")))?;
     let port: u16 = port
         .parse()
-        .map_err(|_| format!("{name}: bad port in {value:?}"))?;
+        .map_err(|_| DropInError::var(name, format!("bad port in {value:?}")))?;
     let ip = match host {
         "" | "*" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
         h => h
             .trim_matches(|c| c == '[' || c == ']')
             .parse()
-            .map_err(|_| format!("{name}: {h:?} is not an IP address"))?,
+            .map_err(|_| DropInError::var(name, format!("{h:?} is not an IP address")))?,
     };
     Ok(SocketAddr::new(ip, port).to_string())
 }
 
 /// `scheme://host:port` of UPSTREAM_URL (a path other than `/` is refused).
-fn upstream_url(value: &str) -> Result<String, String> {
-    let u =
-        reqwest::Url::parse(value.trim()).map_err(|e| format!("UPSTREAM_URL: {value:?}: {e}"))?;
+fn upstream_url(value: &str) -> Result<String, DropInError> {
+    let bad = |why: String| DropInError::var("UPSTREAM_URL", format!("{value:?}{why}"));
+    let u = reqwest::Url::parse(value.trim()).map_err(|e| bad(format!(": {e}")))?;
     if !matches!(u.scheme(), "http" | "https") {
-        return Err(format!("UPSTREAM_URL: {value:?} is not http(s)"));
+        return Err(bad(" is not http(s)".into()));
     }
     if u.path() != "/" || u.query().is_some() {
-        return Err(format!(
-            "UPSTREAM_URL: {value:?}: a path is not supported; give scheme://host:port"
+        return Err(bad(
+            ": a path is not supported; give scheme://host:port".into()
         ));
     }
-    let host = u
-        .host_str()
-        .ok_or_else(|| format!("UPSTREAM_URL: {value:?} has no host"))?;
+    let host = u.host_str().ok_or_else(|| bad(" has no host".into()))?;
     let port = u
         .port_or_known_default()
-        .ok_or_else(|| format!("UPSTREAM_URL: {value:?} has no port"))?;
+        .ok_or_else(|| bad(" has no port".into()))?;
     Ok(format!("{}://{host}:{port}", u.scheme()))
 }
 
@@ -139,16 +138,19 @@ fn upstream_url(value: &str) -> Result<String, String> {
 fn tls_files(
     env: &dyn Fn(&str) -> Option<String>,
     dir: &Path,
-) -> Result<(PathBuf, PathBuf), String> {
-    let file =
-        env("CERT_FILE").ok_or("LISTEN_SSL_URL is set: CERT_FILE must name the certificate")?;
-    let bytes = std::fs::read(&file).map_err(|e| format!("CERT_FILE: cannot read {file}: {e}"))?;
+) -> Result<(PathBuf, PathBuf), DropInError> {
+    let file = env("CERT_FILE").ok_or(DropInError::Unset {
+        var: "CERT_FILE",
+        hint: " (LISTEN_SSL_URL is set: CERT_FILE must name the certificate)",
+    })?;
+    let bytes =
+        std::fs::read(&file).map_err(|e| DropInError::io("CERT_FILE: cannot read", &file, e))?;
     let text = String::from_utf8_lossy(&bytes);
     if !text.contains("-----BEGIN") {
-        return Err(format!(
-            "CERT_FILE: {file} is not PEM (a PKCS#12/.pfx file cannot be read by this build); convert it once with \
+        return Err(DropInError::var("CERT_FILE", format!(
+            "{file} is not PEM (a PKCS#12/.pfx file cannot be read by this build); convert it once with \
              `openssl pkcs12 -in {file} -nodes -out cert.pem` (it asks for CERT_PASSWORD) and point CERT_FILE at the PEM"
-        ));
+        )));
     }
     let mut cert = String::new();
     let mut key = String::new();
@@ -170,33 +172,29 @@ fn tls_files(
         }
     }
     if cert.is_empty() || key.is_empty() {
-        return Err(format!(
-            "CERT_FILE: {file} must hold the certificate chain and the private key (PEM)"
+        return Err(DropInError::var(
+            "CERT_FILE",
+            format!("{file} must hold the certificate chain and the private key (PEM)"),
         ));
     }
     if key.contains("ENCRYPTED") {
-        return Err(
-            "CERT_FILE: the private key is encrypted (CERT_PASSWORD); store it unencrypted".into(),
-        );
+        return Err(DropInError::var(
+            "CERT_FILE",
+            "the private key is encrypted (CERT_PASSWORD); store it unencrypted",
+        ));
     }
     let (c, k) = (dir.join("tls-cert.pem"), dir.join("tls-key.pem"));
-    std::fs::write(&c, cert).map_err(|e| format!("cannot write {}: {e}", c.display()))?;
+    std::fs::write(&c, cert).map_err(|e| DropInError::io("cannot write", &c, e))?;
     crate::config::secret::write_private(&k, key.as_bytes())?;
     Ok((c, k))
 }
 
-/// The YAML config for ooproxy's variables (`env` looks one up; empty counts as unset).
-pub fn yaml_from_env(env: &dyn Fn(&str) -> Option<String>, dir: &Path) -> Result<String, String> {
-    let provider = env("PROVIDER_URL").ok_or("PROVIDER_URL is not set")?;
-    let provider = provider.trim().trim_end_matches('/').to_string();
-    let upstream = upstream_url(&env("UPSTREAM_URL").ok_or("UPSTREAM_URL is not set")?)?;
-    let threads = number(env, "NUM_WORKERS")?.unwrap_or(2).max(1);
-    let mut y = String::from("# Generated by authedge from ooproxy environment variables.\n");
-    y.push_str(&format!(
-        "server: {{ threads: {threads}, pid_file: {}, upgrade_sock: {} }}\n",
-        q(&dir.join("authedge.pid").display().to_string()),
-        q(&dir.join("authedge-upgrade.sock").display().to_string())
-    ));
+/// `LISTEN_URL` (plain, the default) and `LISTEN_SSL_URL` (TLS, with `CERT_FILE`) as listeners.
+fn listeners(
+    env: &dyn Fn(&str) -> Option<String>,
+    dir: &Path,
+    y: &mut String,
+) -> Result<(), DropInError> {
     y.push_str("listeners:\n");
     let plain = env("LISTEN_URL");
     let tls = env("LISTEN_SSL_URL");
@@ -214,6 +212,48 @@ pub fn yaml_from_env(env: &dyn Fn(&str) -> Option<String>, dir: &Path) -> Result
             q(&key.display().to_string())
         ));
     }
+    Ok(())
+}
+
+/// `AUDIENCE`: JSON `"a"` or `["a","b"]`; plain text is taken as one value.
+fn audience(a: &str) -> Result<Vec<String>, DropInError> {
+    Ok(match serde_json::from_str::<serde_json::Value>(a) {
+        Ok(serde_json::Value::String(s)) => vec![s],
+        Ok(serde_json::Value::Array(items)) => items
+            .into_iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| DropInError::var("AUDIENCE", format!("{a:?}: only strings")))
+            })
+            .collect::<Result<_, _>>()?,
+        Ok(_) => {
+            return Err(DropInError::var(
+                "AUDIENCE",
+                format!("{a:?} must be a JSON string or array of strings"),
+            ))
+        }
+        Err(_) => vec![a.trim().to_string()],
+    })
+}
+
+/// The YAML config for ooproxy's variables (`env` looks one up; empty counts as unset).
+pub fn yaml_from_env(
+    env: &dyn Fn(&str) -> Option<String>,
+    dir: &Path,
+) -> Result<String, DropInError> {
+    let unset = |var| DropInError::Unset { var, hint: "" };
+    let provider = env("PROVIDER_URL").ok_or(unset("PROVIDER_URL"))?;
+    let provider = provider.trim().trim_end_matches('/').to_string();
+    let upstream = upstream_url(&env("UPSTREAM_URL").ok_or(unset("UPSTREAM_URL"))?)?;
+    let threads = number(env, "NUM_WORKERS")?.unwrap_or(2).max(1);
+    let mut y = String::from("# Generated by authedge from ooproxy environment variables.\n");
+    y.push_str(&format!(
+        "server: {{ threads: {threads}, pid_file: {}, upgrade_sock: {} }}\n",
+        q(&dir.join("authedge.pid").display().to_string()),
+        q(&dir.join("authedge-upgrade.sock").display().to_string())
+    ));
+    listeners(env, dir, &mut y)?;
     if let Some(m) = env("AUTHEDGE_METRICS_ADDRESS") {
         y.push_str(&format!(
             "metrics: {{ address: {} }}\n",
@@ -240,24 +280,7 @@ pub fn yaml_from_env(env: &dyn Fn(&str) -> Option<String>, dir: &Path) -> Result
         y.push_str("            secret: { env: CLIENT_SECRET }\n");
     }
     if let Some(a) = env("AUDIENCE") {
-        let list: Vec<String> = match serde_json::from_str::<serde_json::Value>(&a) {
-            Ok(serde_json::Value::String(s)) => vec![s],
-            Ok(serde_json::Value::Array(items)) => items
-                .into_iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| format!("AUDIENCE: {a:?}: only strings"))
-                })
-                .collect::<Result<_, _>>()?,
-            Ok(_) => {
-                return Err(format!(
-                    "AUDIENCE: {a:?} must be a JSON string or array of strings"
-                ))
-            }
-            Err(_) => vec![a.trim().to_string()],
-        };
-        let items: Vec<String> = list.iter().map(|s| q(s)).collect();
+        let items: Vec<String> = audience(&a)?.iter().map(|s| q(s)).collect();
         y.push_str(&format!("        audience: [{}]\n", items.join(", ")));
     }
     if let Some(s) = env("SUBJECT") {
@@ -330,7 +353,7 @@ mod tests {
             ]),
             dir.path(),
         );
-        assert!(e.unwrap_err().contains("UPSTREAM_URL"));
+        assert!(e.unwrap_err().to_string().contains("UPSTREAM_URL"));
         let e = yaml_from_env(
             &env_of(&[
                 ("PROVIDER_URL", "https://i"),
@@ -339,7 +362,7 @@ mod tests {
             ]),
             dir.path(),
         );
-        assert!(e.unwrap_err().contains("LEEWAY"));
+        assert!(e.unwrap_err().to_string().contains("LEEWAY"));
         let e = yaml_from_env(
             &env_of(&[
                 ("PROVIDER_URL", "https://i"),
@@ -348,7 +371,7 @@ mod tests {
             ]),
             dir.path(),
         );
-        assert!(e.unwrap_err().contains("CERT_FILE"));
+        assert!(e.unwrap_err().to_string().contains("CERT_FILE"));
         let e = yaml_from_env(
             &env_of(&[
                 ("PROVIDER_URL", "https://i"),
@@ -357,6 +380,6 @@ mod tests {
             ]),
             dir.path(),
         );
-        assert!(e.unwrap_err().contains("AUDIENCE"));
+        assert!(e.unwrap_err().to_string().contains("AUDIENCE"));
     }
 }

@@ -25,3 +25,6 @@ pub mod tls;
 pub mod tokens;
 pub mod upstream;
 pub mod wire;
+
+#[cfg(test)]
+mod floors;

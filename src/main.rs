@@ -52,7 +52,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => {
-            match authedge::compat::resolve_config(config).and_then(authedge::server::run) {
+            let run = authedge::compat::resolve_config(config)
+                .map_err(authedge::server::RunError::from)
+                .and_then(authedge::server::run);
+            match run {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");

@@ -20,21 +20,64 @@ use crate::reload::Reloader;
 use crate::snapshot::{self, Snapshot};
 use crate::tls::Certificates;
 
+/// Why `authedge run` could not start serving (after the config loaded, only what the machine
+/// refuses: runtimes, signals, sockets, files).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No config to run (none given, and a drop-in's variables are missing or bad).
+    #[error(transparent)]
+    DropIn(#[from] crate::config::dropin::DropInError),
+    /// The config has problems (each with its key path, one per line).
+    #[error("{0}")]
+    Config(Problems),
+    #[error("cannot start the {which} runtime: {source}")]
+    Runtime {
+        which: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Context(#[from] crate::context::ContextError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("listener {listener}: TLS: {source}")]
+    ListenerTls {
+        listener: String,
+        #[source]
+        source: crate::tls::TlsError,
+    },
+    #[error("a listener needs exactly one of address or unix")]
+    ListenerAddress,
+    #[error("cannot trap SIGHUP: {0}")]
+    Signal(#[source] std::io::Error),
+    #[error("server.pid_file {path}: cannot write: {source}")]
+    PidFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// The runtime for background work: config loads, key fetches and refreshes, SIGHUP. Pingora's
 /// services each run their own runtimes; this one lives for the whole process.
-pub fn control_runtime() -> Result<tokio::runtime::Runtime, String> {
+pub fn control_runtime() -> Result<tokio::runtime::Runtime, RunError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("authedge-ctl")
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the control runtime: {e}"))
+        .map_err(|source| RunError::Runtime {
+            which: "control",
+            source,
+        })
 }
 
 /// `authedge check`: the load path of `run`, without side effects. `Ok` carries a summary.
 pub fn check(path: &Path) -> Result<String, Problems> {
     let one = |m: String| Problems(vec![config::Problem::new("", m)]);
-    let rt = control_runtime().map_err(one)?;
+    let rt = control_runtime().map_err(|e| one(e.to_string()))?;
     let metrics = Arc::new(Metrics::new().map_err(|e| one(e.to_string()))?);
     let warm = Context::new(rt.handle().clone(), metrics, true)
         .map_err(|e| one(e.to_string()))?
@@ -93,7 +136,7 @@ fn add_role_services(
     metrics: &Arc<Metrics>,
     keepalive_request_limit: u32,
     caps: &Arc<Caps>,
-) -> Result<(), String> {
+) -> Result<(), RunError> {
     for h2c in [false, true] {
         let mine: Vec<(usize, &ListenerConfig)> = listeners
             .iter()
@@ -149,57 +192,113 @@ fn add_listener<A>(
     svc: &mut Service<A>,
     l: &ListenerConfig,
     store: Option<Arc<crate::tls::CertStore>>,
-) -> Result<(), String> {
+) -> Result<(), RunError> {
     match (&l.address, &l.unix, &l.tls, store) {
         (Some(a), None, None, _) => svc.add_tcp(a),
         (Some(a), None, Some(t), Some(store)) => {
-            let settings = crate::tls::settings(store, &t.alpn)
-                .map_err(|e| format!("listener {a}: TLS: {e}"))?;
+            let settings =
+                crate::tls::settings(store, &t.alpn).map_err(|source| RunError::ListenerTls {
+                    listener: a.clone(),
+                    source,
+                })?;
             svc.add_tls_with_settings(a, None, settings)
         }
         (None, Some(u), _, _) => svc.add_uds(u, None),
-        _ => return Err("a listener needs exactly one of address or unix".into()),
+        _ => return Err(RunError::ListenerAddress),
     }
     Ok(())
 }
 
-/// `authedge run`: load, start every service, serve until a signal ends the process.
-pub fn run(path: PathBuf) -> Result<(), String> {
-    // SIGHUP kills a process that does not handle it; ignore it until the reload task owns it.
-    // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
-    unsafe {
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
-    }
+/// What `run` starts with: the runtimes, the metrics registry, the context and the first
+/// snapshot (logging set up from it).
+struct Started {
+    rt: tokio::runtime::Runtime,
+    out_rt: tokio::runtime::Runtime,
+    metrics: Arc<Metrics>,
+    warm: Arc<Context>,
+    snap: Snapshot,
+}
+
+/// The runtimes and the first load; logging is set up as the config says.
+fn start(path: &Path) -> Result<Started, RunError> {
     let rt = control_runtime()?;
-    let out_rt = crate::outbound::runtime()
-        .map_err(|e| format!("cannot start the outbound runtime: {e}"))?;
-    let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
+    let out_rt = crate::outbound::runtime().map_err(|source| RunError::Runtime {
+        which: "outbound",
+        source,
+    })?;
+    let metrics = Arc::new(Metrics::new()?);
     let warm = Arc::new(
         Context::new(rt.handle().clone(), metrics.clone(), false)
-            .and_then(|c| c.with_outbound(out_rt.handle().clone()))
-            .map_err(|e| e.to_string())?
-            .with_config_dir(&path),
+            .and_then(|c| c.with_outbound(out_rt.handle().clone()))?
+            .with_config_dir(path),
     );
     let snap: Snapshot = rt
-        .block_on(snapshot::load(&path, &warm, 1))
-        .map_err(|p| p.to_string())?;
+        .block_on(snapshot::load(path, &warm, 1))
+        .map_err(RunError::Config)?;
     init_logging(&snap.log, &metrics);
     for n in &snap.notes {
         tracing::warn!("{n}");
     }
     metrics.generation.set(1);
     metrics.reloads.with_label_values(&["success"]);
+    Ok(Started {
+        rt,
+        out_rt,
+        metrics,
+        warm,
+        snap,
+    })
+}
 
-    let conf = ServerConf {
-        threads: snap.server.threads,
-        work_stealing: snap.server.work_stealing,
-        grace_period_seconds: Some(snap.server.grace_period_seconds),
-        graceful_shutdown_timeout_seconds: Some(snap.server.grace_period_seconds),
-        pid_file: snap.server.pid_file.clone(),
-        upgrade_sock: snap.server.upgrade_sock.clone(),
-        upstream_keepalive_pool_size: snap.server.upstream_keepalive_pool_size,
+/// Pingora's server settings from the `server` block.
+fn server_conf(s: &crate::config::schema::ServerConfig) -> ServerConf {
+    ServerConf {
+        threads: s.threads,
+        work_stealing: s.work_stealing,
+        grace_period_seconds: Some(s.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(s.grace_period_seconds),
+        pid_file: s.pid_file.clone(),
+        upgrade_sock: s.upgrade_sock.clone(),
+        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
         ..ServerConf::default()
-    };
+    }
+}
+
+/// The metrics side port, when configured.
+fn add_side_port(
+    server: &mut Server,
+    cfg: Option<&crate::config::schema::MetricsConfig>,
+    metrics: &Arc<Metrics>,
+    current: Arc<ArcSwap<Snapshot>>,
+) {
+    let Some(m) = cfg else { return };
+    let mut side = Service::new(
+        "authedge metrics".into(),
+        SidePort {
+            metrics: metrics.clone(),
+            ready: current,
+        },
+    );
+    side.threads = Some(1);
+    side.add_tcp(&m.address);
+    server.add_service(side);
+}
+
+/// `authedge run`: load, start every service, serve until a signal ends the process.
+pub fn run(path: PathBuf) -> Result<(), RunError> {
+    // SIGHUP kills a process that does not handle it; ignore it until the reload task owns it.
+    // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+    let Started {
+        rt,
+        out_rt,
+        metrics,
+        warm,
+        snap,
+    } = start(&path)?;
+    let conf = server_conf(&snap.server);
     let pid_file = snap.server.pid_file.clone();
     let listeners = snap.listeners.clone();
     let keepalive_request_limit = snap.server.max_requests_per_connection;
@@ -212,17 +311,14 @@ pub fn run(path: PathBuf) -> Result<(), String> {
         .server
         .max_connections
         .unwrap_or_else(crate::conncap::default_global_cap);
-    let caps = Arc::new(
-        Caps::new(global_cap, &listeners, &metrics.registry)
-            .map_err(|e| format!("connection cap metrics: {e}"))?,
-    );
+    let caps = Arc::new(Caps::new(global_cap, &listeners, &metrics.registry)?);
     let current = Arc::new(ArcSwap::from_pointee(snap));
     let reloader = Arc::new(
         Reloader::new(path.clone(), current.clone(), warm.clone()).with_certificates(certs.clone()),
     );
     let hangups = rt
         .block_on(async { signal(SignalKind::hangup()) })
-        .map_err(|e| format!("cannot trap SIGHUP: {e}"))?;
+        .map_err(RunError::Signal)?;
     rt.spawn(reloader.watch(hangups));
 
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
@@ -236,23 +332,14 @@ pub fn run(path: PathBuf) -> Result<(), String> {
         keepalive_request_limit,
         &caps,
     )?;
-    if let Some(m) = &metrics_cfg {
-        let mut side = Service::new(
-            "authedge metrics".into(),
-            SidePort {
-                metrics: metrics.clone(),
-                ready: current,
-            },
-        );
-        side.threads = Some(1);
-        side.add_tcp(&m.address);
-        server.add_service(side);
-    }
+    add_side_port(&mut server, metrics_cfg.as_ref(), &metrics, current);
     // Pingora writes its pid file only when it daemonizes; write it here so that
     // `kill -HUP $(cat PID_FILE)` reloads this instance and no other.
     let pid = std::process::id();
-    std::fs::write(&pid_file, format!("{pid}\n"))
-        .map_err(|e| format!("server.pid_file {pid_file}: cannot write: {e}"))?;
+    std::fs::write(&pid_file, format!("{pid}\n")).map_err(|source| RunError::PidFile {
+        path: pid_file.clone(),
+        source,
+    })?;
     tracing::info!(routes, generation, pid, pid_file = %pid_file, config = %path.display(), "authedge starting");
     // Keep the control and outbound runtimes alive for the life of the process.
     std::mem::forget(rt);

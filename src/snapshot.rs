@@ -99,10 +99,21 @@ impl crate::metrics::Readiness for arc_swap::ArcSwap<Snapshot> {
 }
 
 /// The one load path of `check`, `run` and SIGHUP: read and parse the file
-/// ([`config::load`](crate::config::load)), then compile it against `ctx`.
+/// ([`config::load`](crate::config::load) with [`parse`]), then compile it against `ctx`.
 pub async fn load(path: &Path, ctx: &Context, generation: u64) -> Result<Snapshot, Problems> {
-    let cfg = crate::config::load(path).await?;
+    let cfg = crate::config::load(path, parse).await?;
     compile(cfg, ctx, generation, Some(path)).await
+}
+
+/// Config text as a file schema: a jwtproxy file (top-level `jwtproxy:`) through its drop-in
+/// reader, its notes kept for the log; anything else as authedge's own YAML.
+pub fn parse(text: &str) -> Result<FileConfig, Problems> {
+    if signed::jwtproxy::is_jwtproxy(text) {
+        let (mut cfg, notes) = signed::jwtproxy::translate(text)?;
+        cfg.notes = notes;
+        return Ok(cfg);
+    }
+    crate::config::parse(text)
 }
 
 pub(crate) use crate::config::header_name;

@@ -21,6 +21,37 @@ use crate::config::schema::{ListenerConfig, TlsConfig};
 use crate::config::Problems;
 use crate::metrics::Metrics;
 
+/// Why a TLS listener cannot be set up. File problems are reported by [`check`] with their key
+/// path at load; these are what remains at start.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{cert} holds no PEM certificate or {key} no PEM private key")]
+    NoPem { cert: String, key: String },
+    #[error("cannot read {cert} or {key}: {source}")]
+    Read {
+        cert: String,
+        key: String,
+        #[source]
+        source: pingora::BError,
+    },
+    #[error("no TLS crypto provider")]
+    NoProvider,
+    #[error("{cert} and {key} do not make a usable certificate: {source}")]
+    Unusable {
+        cert: String,
+        key: String,
+        #[source]
+        source: pingora::tls::RusTlsError,
+    },
+    #[error("{0:?}: give [h2, http/1.1] (the default), [h2] or [http/1.1]")]
+    Alpn(Vec<String>),
+    /// Files of TLS listeners, each problem as `listeners[i].tls.<key>: <message>`.
+    #[error("{}", .0.join("; "))]
+    Files(Vec<String>),
+    #[error("TLS settings: {0}")]
+    Settings(#[source] pingora::BError),
+}
+
 /// The certificates of one listener: a default and those chosen by SNI.
 #[derive(Debug)]
 struct CertSet {
@@ -111,24 +142,30 @@ fn load_named(
     if !missing.is_empty() {
         return Err(missing);
     }
-    load_pair(cert, key).map_err(|e| vec![(name("cert"), e)])
+    load_pair(cert, key).map_err(|e| vec![(name("cert"), e.to_string())])
 }
 
 /// A certificate chain and its key, checked to belong together.
-fn load_pair(cert: &str, key: &str) -> Result<Arc<CertifiedKey>, String> {
+fn load_pair(cert: &str, key: &str) -> Result<Arc<CertifiedKey>, TlsError> {
+    let names = || (cert.to_string(), key.to_string());
     let (certs, key_der) = match pingora::tls::load_certs_and_key_files(cert, key) {
         Ok(Some(pair)) => pair,
         Ok(None) => {
-            return Err(format!(
-                "{cert} holds no PEM certificate or {key} no PEM private key"
-            ))
+            let (cert, key) = names();
+            return Err(TlsError::NoPem { cert, key });
         }
-        Err(e) => return Err(format!("cannot read {cert} or {key}: {e}")),
+        Err(source) => {
+            let (cert, key) = names();
+            return Err(TlsError::Read { cert, key, source });
+        }
     };
-    let provider = provider().ok_or("no TLS crypto provider")?;
+    let provider = provider().ok_or(TlsError::NoProvider)?;
     CertifiedKey::from_der(certs, key_der, &provider)
         .map(Arc::new)
-        .map_err(|e| format!("{cert} and {key} do not make a usable certificate: {e}"))
+        .map_err(|source| {
+            let (cert, key) = names();
+            TlsError::Unusable { cert, key, source }
+        })
 }
 
 fn load_set(cfg: &TlsConfig) -> Result<CertSet, Vec<(String, String)>> {
@@ -185,15 +222,13 @@ fn load_set(cfg: &TlsConfig) -> Result<CertSet, Vec<(String, String)>> {
 }
 
 /// The ALPN setting for a listener's `alpn` list.
-pub fn alpn(list: &[String]) -> Result<ALPN, String> {
+pub fn alpn(list: &[String]) -> Result<ALPN, TlsError> {
     let names: Vec<&str> = list.iter().map(String::as_str).collect();
     match names.as_slice() {
         ["h2", "http/1.1"] => Ok(ALPN::H2H1),
         ["h2"] => Ok(ALPN::H2),
         ["http/1.1"] => Ok(ALPN::H1),
-        _ => Err(format!(
-            "{names:?}: give [h2, http/1.1] (the default), [h2] or [http/1.1]"
-        )),
+        _ => Err(TlsError::Alpn(list.to_vec())),
     }
 }
 
@@ -229,16 +264,19 @@ pub struct Certificates {
 }
 
 impl Certificates {
-    pub fn build(listeners: &[ListenerConfig], metrics: &Metrics) -> Result<Certificates, String> {
+    pub fn build(
+        listeners: &[ListenerConfig],
+        metrics: &Metrics,
+    ) -> Result<Certificates, TlsError> {
         let mut stores = Vec::with_capacity(listeners.len());
         for (i, l) in listeners.iter().enumerate() {
             let store = match &l.tls {
                 Some(t) => Some(Arc::new(CertStore::load(t).map_err(|errs| {
-                    let all: Vec<String> = errs
-                        .into_iter()
-                        .map(|(k, m)| format!("listeners[{i}].tls.{k}: {m}"))
-                        .collect();
-                    all.join("; ")
+                    TlsError::Files(
+                        errs.into_iter()
+                            .map(|(k, m)| format!("listeners[{i}].tls.{k}: {m}"))
+                            .collect(),
+                    )
                 })?)),
                 None => None,
             };
@@ -296,8 +334,8 @@ impl Certificates {
 }
 
 /// Pingora settings for a TLS listener: its store as the certificate resolver, its ALPN.
-pub fn settings(store: Arc<CertStore>, alpn_list: &[String]) -> Result<TlsSettings, String> {
-    let mut s = TlsSettings::intermediate("", "").map_err(|e| e.to_string())?;
+pub fn settings(store: Arc<CertStore>, alpn_list: &[String]) -> Result<TlsSettings, TlsError> {
+    let mut s = TlsSettings::intermediate("", "").map_err(TlsError::Settings)?;
     s.set_cert_resolver(store);
     s.set_alpn(alpn(alpn_list)?);
     Ok(s)

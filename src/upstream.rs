@@ -51,7 +51,7 @@ pub fn build(name: &str, cfg: &UpstreamConfig) -> Result<Upstream, Vec<(String, 
         (Some(url), false) => match peer(url, cfg) {
             Ok(p) => Some(UpstreamKind::Http(Box::new(p))),
             Err(e) => {
-                errs.push(("url".into(), e));
+                errs.push(("url".into(), e.to_string()));
                 None
             }
         },
@@ -66,31 +66,58 @@ pub fn build(name: &str, cfg: &UpstreamConfig) -> Result<Upstream, Vec<(String, 
     }
 }
 
-fn peer(url: &str, cfg: &UpstreamConfig) -> Result<HttpPeer, String> {
+/// Why an upstream's `url` (or its HTTP version settings) cannot be used; pushed as a problem
+/// at `upstreams.<name>.url`.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("unix: needs a socket path")]
+    NoSocketPath,
+    #[error("bad unix socket path: {0}")]
+    SocketPath(#[source] pingora::BError),
+    #[error("{0:?}: expected http://, https:// or unix:")]
+    Scheme(String),
+    #[error("a path in the upstream URL is not supported; give scheme://host:port")]
+    Path,
+    #[error("missing host")]
+    NoHost,
+    #[error("cannot resolve {address}: {source}")]
+    Resolve {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} resolves to no address")]
+    NoAddress(String),
+    #[error("give http2 (https) or h2c (http), not both")]
+    Http2AndH2c,
+    #[error("http2: true needs https://; use h2c: true")]
+    Http2NeedsTls,
+    #[error("h2c: true needs http://; use http2: true")]
+    H2cNeedsPlain,
+}
+
+fn peer(url: &str, cfg: &UpstreamConfig) -> Result<HttpPeer, PeerError> {
     let mut p = if let Some(path) = url.strip_prefix("unix:") {
         if path.is_empty() {
-            return Err("unix: needs a socket path".into());
+            return Err(PeerError::NoSocketPath);
         }
-        HttpPeer::new_uds(path, false, String::new())
-            .map_err(|e| format!("bad unix socket path: {e}"))?
+        HttpPeer::new_uds(path, false, String::new()).map_err(PeerError::SocketPath)?
     } else {
         let (tls, rest) = if let Some(r) = url.strip_prefix("http://") {
             (false, r)
         } else if let Some(r) = url.strip_prefix("https://") {
             (true, r)
         } else {
-            return Err(format!("{url:?}: expected http://, https:// or unix:"));
+            return Err(PeerError::Scheme(url.to_string()));
         };
         let authority = rest.split('/').next().unwrap_or("");
         if rest.len() > authority.len() + 1
             || (rest.len() == authority.len() + 1 && !rest.ends_with('/'))
         {
-            return Err(
-                "a path in the upstream URL is not supported; give scheme://host:port".into(),
-            );
+            return Err(PeerError::Path);
         }
         if authority.is_empty() {
-            return Err("missing host".into());
+            return Err(PeerError::NoHost);
         }
         let host = authority
             .rsplit_once(':')
@@ -104,9 +131,12 @@ fn peer(url: &str, cfg: &UpstreamConfig) -> Result<HttpPeer, String> {
         };
         let addr = with_port
             .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {with_port}: {e}"))?
+            .map_err(|source| PeerError::Resolve {
+                address: with_port.clone(),
+                source,
+            })?
             .next()
-            .ok_or_else(|| format!("{with_port} resolves to no address"))?;
+            .ok_or_else(|| PeerError::NoAddress(with_port.clone()))?;
         let sni = cfg
             .sni
             .clone()
@@ -120,9 +150,9 @@ fn peer(url: &str, cfg: &UpstreamConfig) -> Result<HttpPeer, String> {
     p.options.verify_cert = cfg.tls_verify;
     p.options.verify_hostname = cfg.tls_verify;
     match (cfg.http2, cfg.h2c, p.is_tls()) {
-        (true, true, _) => return Err("give http2 (https) or h2c (http), not both".into()),
-        (true, false, false) => return Err("http2: true needs https://; use h2c: true".into()),
-        (false, true, true) => return Err("h2c: true needs http://; use http2: true".into()),
+        (true, true, _) => return Err(PeerError::Http2AndH2c),
+        (true, false, false) => return Err(PeerError::Http2NeedsTls),
+        (false, true, true) => return Err(PeerError::H2cNeedsPlain),
         // Only HTTP/2: gRPC cannot fall back to HTTP/1.1. On a plain peer this is h2c with
         // prior knowledge.
         (true, false, true) | (false, true, false) => p.options.set_http_version(2, 2),

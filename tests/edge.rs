@@ -99,6 +99,14 @@ fn path_tricks_are_canonicalised_or_refused() {
             resp.starts_with(&format!("HTTP/1.1 {status}")),
             "{raw_path}: {resp}"
         );
+        // The edge's own answer, not the upstream's (which would echo the path as JSON).
+        let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let want = if status == "404" {
+            "not found\n"
+        } else {
+            "bad request\n"
+        };
+        assert_eq!(body, want, "{raw_path}: {resp}");
     }
     // Odd Host headers never take a worker down.
     for host in ["[", "[:", "[::1", ":", "a:b:c", "\u{7f}"] {

@@ -1,8 +1,10 @@
 //! Loading config: read → parse (unknown keys rejected, errors with their key path). The caller
 //! compiles the result ([`snapshot::load`](crate::snapshot::load) does both): `authedge check`,
 //! `authedge run` and SIGHUP reloads all go through it, so what `check` accepts is exactly what
-//! `run` would run. Parsing only: nothing here imports the snapshot or the proxy.
+//! `run` would run. Parsing only: nothing here imports the snapshot, the proxy or a mode's code
+//! (the caller passes the parser, so another tool's file is read above this floor).
 
+pub mod dropin;
 pub mod schema;
 pub mod secret;
 
@@ -77,13 +79,12 @@ pub fn header_name(value: &str, path: &str, problems: &mut Problems) -> Option<h
     }
 }
 
-/// Parse YAML text into the file schema. Errors carry the key path serde was at.
+/// A parser of config text: [`parse`] for authedge's own YAML, or one that also reads another
+/// tool's file ([`snapshot::parse`](crate::snapshot::parse) knows the drop-ins).
+pub type Parser = fn(&str) -> Result<schema::FileConfig, Problems>;
+
+/// Parse authedge's YAML into the file schema. Errors carry the key path serde was at.
 pub fn parse(text: &str) -> Result<schema::FileConfig, Problems> {
-    if crate::auth::signed::jwtproxy::is_jwtproxy(text) {
-        let (mut cfg, notes) = crate::auth::signed::jwtproxy::translate(text)?;
-        cfg.notes = notes;
-        return Ok(cfg);
-    }
     let de = serde_norway::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -102,9 +103,9 @@ pub fn parse(text: &str) -> Result<schema::FileConfig, Problems> {
     })
 }
 
-/// Read and parse a file. Relative secret `file:` paths are taken from the file's directory,
-/// like every other path in it.
-pub fn read(path: &Path) -> Result<schema::FileConfig, Problems> {
+/// Read and parse a file with `parse`. Relative secret `file:` paths are taken from the file's
+/// directory, like every other path in it.
+pub fn read(path: &Path, parse: Parser) -> Result<schema::FileConfig, Problems> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Problems(vec![Problem::new(
             "",
@@ -115,9 +116,9 @@ pub fn read(path: &Path) -> Result<schema::FileConfig, Problems> {
 }
 
 /// Read and parse a file off the async runtime's worker threads.
-pub async fn load(path: &Path) -> Result<schema::FileConfig, Problems> {
+pub async fn load(path: &Path, parse: Parser) -> Result<schema::FileConfig, Problems> {
     let p = path.to_path_buf();
-    tokio::task::spawn_blocking(move || read(&p))
+    tokio::task::spawn_blocking(move || read(&p, parse))
         .await
         .map_err(|e| Problems(vec![Problem::new("", format!("config loader failed: {e}"))]))?
 }

@@ -149,18 +149,21 @@ impl SecretSource {
 
 /// Write a secret a drop-in reader generated (a key from environment variables) to a file only
 /// its owner can read (0600). The message names the file, never the secret.
-pub fn write_private(path: &std::path::Path, data: &[u8]) -> Result<(), String> {
+pub fn write_private(
+    path: &std::path::Path,
+    data: &[u8],
+) -> Result<(), super::dropin::DropInError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let fail = |e: std::io::Error| super::dropin::DropInError::io("cannot write", path, e);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    f.write_all(data)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .map_err(fail)?;
+    f.write_all(data).map_err(fail)
 }
 
 #[cfg(test)]

@@ -56,15 +56,48 @@ fn unix_now() -> i64 {
     }
 }
 
+/// Why the signer's private key file cannot be used (each message names the file).
+#[derive(Debug, thiserror::Error)]
+pub enum SignerKeyError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not an RSA private key PEM: {source}", path.display())]
+    NotPem {
+        path: std::path::PathBuf,
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+    #[error("{}: unusable RSA key: {source}", path.display())]
+    Unusable {
+        path: std::path::PathBuf,
+        #[source]
+        source: aws_lc_rs::error::KeyRejected,
+    },
+}
+
 /// Read an RSA private key PEM (PKCS#1 or PKCS#8) into a key pair.
-fn load_key(path: &Path) -> Result<RsaKeyPair, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let der = jsonwebtoken::EncodingKey::from_rsa_pem(&pem)
-        .map_err(|e| format!("{}: not an RSA private key PEM: {e}", path.display()))?;
+fn load_key(path: &Path) -> Result<RsaKeyPair, SignerKeyError> {
+    let path_buf = || path.to_path_buf();
+    let pem = std::fs::read(path).map_err(|source| SignerKeyError::Read {
+        path: path_buf(),
+        source,
+    })?;
+    let der =
+        jsonwebtoken::EncodingKey::from_rsa_pem(&pem).map_err(|source| SignerKeyError::NotPem {
+            path: path_buf(),
+            source,
+        })?;
     let der = der.as_bytes();
     RsaKeyPair::from_der(der)
         .or_else(|_| RsaKeyPair::from_pkcs8(der))
-        .map_err(|e| format!("{}: unusable RSA key: {e}", path.display()))
+        .map_err(|source| SignerKeyError::Unusable {
+            path: path_buf(),
+            source,
+        })
 }
 
 /// Check the `signer:` block and build the signer. `resolve` turns a file name of the config

@@ -108,23 +108,7 @@ pub(super) async fn build_route(
             Err(errs) => problems.0.extend(errs.0),
         }
     }
-    let mut strip_credentials = Vec::new();
-    let mut strip_cookies: Vec<Box<str>> = Vec::new();
-    for f in &chain {
-        owned.extend(f.identity_headers());
-        if !r.keep_credentials {
-            for h in f.credential_headers() {
-                if !strip_credentials.contains(h) {
-                    strip_credentials.push(h.clone());
-                }
-            }
-            for c in f.credential_cookies() {
-                if !strip_cookies.contains(&c) {
-                    strip_cookies.push(c);
-                }
-            }
-        }
-    }
+    let (strip_credentials, strip_cookies) = credentials(&chain, r.keep_credentials, owned);
     let up = up?;
     let m = &shared.warm.metrics;
     let allowed = if r.public {
@@ -146,6 +130,34 @@ pub(super) async fn build_route(
         strip_cookies,
         allowed,
     })
+}
+
+/// The credential headers and cookies a chain's filters read, removed before the upstream
+/// unless the route keeps them; the identity headers they set join `owned`.
+fn credentials(
+    chain: &Chain,
+    keep: bool,
+    owned: &mut Vec<HeaderName>,
+) -> (Vec<HeaderName>, Vec<Box<str>>) {
+    let mut headers: Vec<HeaderName> = Vec::new();
+    let mut cookies: Vec<Box<str>> = Vec::new();
+    for f in chain {
+        owned.extend(f.identity_headers());
+        if keep {
+            continue;
+        }
+        for h in f.credential_headers() {
+            if !headers.contains(h) {
+                headers.push(h.clone());
+            }
+        }
+        for c in f.credential_cookies() {
+            if !cookies.contains(&c) {
+                cookies.push(c);
+            }
+        }
+    }
+    (headers, cookies)
 }
 
 /// Every route: its match key (for the router) and its compiled entry; ids must be unique.

@@ -195,24 +195,9 @@ pub fn validate(
     let ca = read_ca(cfg, resolve, problems);
     ok &= ca.is_some();
     let ca = ca.flatten();
-    let password = match &cfg.password {
-        None => None,
-        Some(src) => match src.resolve() {
-            Ok(s) => match std::str::from_utf8(s.expose()) {
-                Ok(pw) if !pw.is_empty() => Some(pw.to_string()),
-                _ => {
-                    problems.push(format!("{base}.password"), "must be non-empty UTF-8");
-                    ok = false;
-                    None
-                }
-            },
-            Err(m) => {
-                problems.push(format!("{base}.password"), m);
-                ok = false;
-                None
-            }
-        },
-    };
+    let password = password(cfg, problems);
+    ok &= password.is_some();
+    let password = password.flatten();
     if cfg.key_prefix.len() > 64 || cfg.key_prefix.bytes().any(|b| b <= b' ' || b == 0x7f) {
         problems.push(
             format!("{base}.key_prefix"),
@@ -228,45 +213,7 @@ pub fn validate(
     let target = match (&cfg.url, &cfg.cluster) {
         (Some(u), None) => client(u, pw, &ca, &format!("{base}.url"), problems)
             .map(|c| Target::Single(Box::new(c))),
-        (None, Some(nodes)) if nodes.is_empty() => {
-            problems.push(format!("{base}.cluster"), "list at least one node");
-            None
-        }
-        (None, Some(nodes)) => {
-            let mut plain = Vec::new();
-            for (i, n) in nodes.iter().enumerate() {
-                if let Some(c) = client(n, pw, &ca, &format!("{base}.cluster[{i}]"), problems) {
-                    plain.push(c);
-                }
-            }
-            if plain.len() == nodes.len() {
-                let infos: Vec<redis::ConnectionInfo> = plain
-                    .iter()
-                    .map(|c| c.get_connection_info().clone())
-                    .collect();
-                let mut b = redis::cluster::ClusterClientBuilder::new(infos)
-                    .connection_timeout(cfg.timeout.max(Duration::from_millis(500)))
-                    .response_timeout(cfg.timeout);
-                if let Some(pw) = pw {
-                    b = b.password(pw);
-                }
-                if let Some(pem) = &ca {
-                    b = b.certs(redis::TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(pem.clone()),
-                    });
-                }
-                match b.build() {
-                    Ok(c) => Some(Target::Cluster(c, plain)),
-                    Err(e) => {
-                        problems.push(format!("{base}.cluster"), e.to_string());
-                        None
-                    }
-                }
-            } else {
-                None
-            }
-        }
+        (None, Some(nodes)) => cluster(cfg, nodes, pw, &ca, problems),
         _ => {
             problems.push(base, "give exactly one of url or cluster");
             None
@@ -285,6 +232,74 @@ pub fn validate(
         timeout: cfg.timeout,
         reuse_key,
     })
+}
+
+/// `state.redis.password`: `Some(None)` when none is given, `None` when it cannot be used.
+fn password(cfg: &RedisConfig, problems: &mut Problems) -> Option<Option<String>> {
+    let Some(src) = &cfg.password else {
+        return Some(None);
+    };
+    let key = "state.redis.password";
+    match src.resolve() {
+        Ok(s) => match std::str::from_utf8(s.expose()) {
+            Ok(pw) if !pw.is_empty() => Some(Some(pw.to_string())),
+            _ => {
+                problems.push(key, "must be non-empty UTF-8");
+                None
+            }
+        },
+        Err(m) => {
+            problems.push(key, m);
+            None
+        }
+    }
+}
+
+/// `state.redis.cluster`: a cluster client over the seed nodes, and a plain client per seed.
+fn cluster(
+    cfg: &RedisConfig,
+    nodes: &[String],
+    pw: Option<&str>,
+    ca: &CaPem,
+    problems: &mut Problems,
+) -> Option<Target> {
+    let base = "state.redis.cluster";
+    if nodes.is_empty() {
+        problems.push(base, "list at least one node");
+        return None;
+    }
+    let mut plain = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        if let Some(c) = client(n, pw, ca, &format!("{base}[{i}]"), problems) {
+            plain.push(c);
+        }
+    }
+    if plain.len() != nodes.len() {
+        return None;
+    }
+    let infos: Vec<redis::ConnectionInfo> = plain
+        .iter()
+        .map(|c| c.get_connection_info().clone())
+        .collect();
+    let mut b = redis::cluster::ClusterClientBuilder::new(infos)
+        .connection_timeout(cfg.timeout.max(Duration::from_millis(500)))
+        .response_timeout(cfg.timeout);
+    if let Some(pw) = pw {
+        b = b.password(pw);
+    }
+    if let Some(pem) = ca {
+        b = b.certs(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.clone()),
+        });
+    }
+    match b.build() {
+        Ok(c) => Some(Target::Cluster(c, plain)),
+        Err(e) => {
+            problems.push(base, e);
+            None
+        }
+    }
 }
 
 /// The store a config asks for: the reuse key (an unchanged block keeps its store across

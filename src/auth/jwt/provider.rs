@@ -53,6 +53,13 @@ impl Provider {
     }
 }
 
+/// One key kind of a provider: not configured, built, or refused (its problem pushed).
+enum Part<T> {
+    Absent,
+    Built(T),
+    Refused,
+}
+
 /// Build one provider; problems are pushed with their key path (`pp` is the provider's path).
 pub fn build(
     p: &ProviderConfig,
@@ -77,96 +84,15 @@ pub fn build(
         problems.push(format!("{pp}.unknown_kid_cooldown"), "must be at least 1s");
     }
     let mut id = p.issuer.clone();
-
-    let hmac = match &p.secret {
-        None => None,
-        Some(_) if hmac_algs.is_empty() => {
-            problems.push(
-                format!("{pp}.secret"),
-                "algorithms lists no HS256/384/512 for this secret",
-            );
-            return None;
-        }
-        Some(secret) => match keys::hmac_keys(secret, hmac_algs.to_vec()).map(|k| (k, secret)) {
-            Ok((set, source)) => {
-                let digest = source
-                    .resolve()
-                    .map(|s| hex(&Sha256::digest(s.expose())))
-                    .unwrap_or_default();
-                id.push_str(&format!("|hmac|{digest}"));
-                Some(Arc::new(set))
-            }
-            Err(e) => {
-                problems.push(format!("{pp}.secret"), e);
-                return None;
-            }
-        },
+    let hmac = match hmac_part(p, pp, hmac_algs, &mut id, problems) {
+        Part::Refused => return None,
+        Part::Absent => None,
+        Part::Built(h) => Some(h),
     };
-
-    // Discovery unless told otherwise: on by default, off by default for a secret-only provider.
-    let discovery = p.discovery.unwrap_or(p.secret.is_none());
-    if p.discovery == Some(true) && (p.jwks_uri.is_some() || p.keys_file.is_some()) {
-        problems.push(
-            format!("{pp}.discovery"),
-            "discovery cannot be combined with jwks_uri or keys_file",
-        );
-        return None;
-    }
-    let keys = if let Some(file) = &p.keys_file {
-        let file = &warm.resolve_path(file);
-        match keys::file_keys(file, rsa_algs) {
-            Ok(set) => {
-                let digest = std::fs::read(file)
-                    .map(|b| hex(&Sha256::digest(b)))
-                    .unwrap_or_default();
-                id.push_str(&format!("|file|{file}|{digest}"));
-                Some(Keys::Static(Arc::new(set)))
-            }
-            Err(e) => {
-                problems.push(format!("{pp}.keys_file"), e);
-                return None;
-            }
-        }
-    } else if p.jwks_uri.is_some() || discovery {
-        let (source, key_path, url) = match &p.jwks_uri {
-            Some(u) => (JwksSource::Uri(u.clone()), "jwks_uri", u.clone()),
-            None => {
-                if p.issuer.ends_with('/') {
-                    problems.push(
-                        format!("{pp}.issuer"),
-                        "discovery needs an issuer without a trailing slash",
-                    );
-                    return None;
-                }
-                (
-                    JwksSource::Discovery {
-                        issuer: p.issuer.clone(),
-                    },
-                    "issuer",
-                    p.issuer.clone(),
-                )
-            }
-        };
-        if let Err(e) = url_allowed(&url, p.allow_http) {
-            problems.push(format!("{pp}.{key_path}"), e);
-            return None;
-        }
-        let settings = JwksSettings {
-            source,
-            label: p.issuer.clone(),
-            refresh: p.refresh,
-            cooldown: p.unknown_kid_cooldown,
-            allow_http: p.allow_http,
-            rsa_default: rsa_algs.to_vec(),
-        };
-        let share = settings.share_key();
-        id.push('|');
-        id.push_str(&share);
-        Some(Keys::Remote(
-            warm.shared(&share, || JwksCache::new(settings, warm)),
-        ))
-    } else {
-        None
+    let keys = match public_keys(p, pp, rsa_algs, warm, &mut id, problems) {
+        Part::Refused => return None,
+        Part::Absent => None,
+        Part::Built(k) => Some(k),
     };
     if keys.is_none() && hmac.is_none() {
         problems.push(
@@ -181,4 +107,121 @@ pub fn build(
         keys,
         hmac,
     })
+}
+
+/// The HMAC key of `secret`; its digest joins the provider's identity `id`.
+fn hmac_part(
+    p: &ProviderConfig,
+    pp: &str,
+    hmac_algs: &[Algorithm],
+    id: &mut String,
+    problems: &mut Problems,
+) -> Part<Arc<KeySet>> {
+    let Some(secret) = &p.secret else {
+        return Part::Absent;
+    };
+    if hmac_algs.is_empty() {
+        problems.push(
+            format!("{pp}.secret"),
+            "algorithms lists no HS256/384/512 for this secret",
+        );
+        return Part::Refused;
+    }
+    match keys::hmac_keys(secret, hmac_algs.to_vec()) {
+        Ok(set) => {
+            let digest = secret
+                .resolve()
+                .map(|s| hex(&Sha256::digest(s.expose())))
+                .unwrap_or_default();
+            id.push_str(&format!("|hmac|{digest}"));
+            Part::Built(Arc::new(set))
+        }
+        Err(e) => {
+            problems.push(format!("{pp}.secret"), e);
+            Part::Refused
+        }
+    }
+}
+
+/// The public keys: a static `keys_file`, or a JWKS (`jwks_uri`, or discovery: on by default,
+/// off by default for a secret-only provider). What identifies them joins `id`.
+fn public_keys(
+    p: &ProviderConfig,
+    pp: &str,
+    rsa_algs: &[Algorithm],
+    warm: &Warm,
+    id: &mut String,
+    problems: &mut Problems,
+) -> Part<Keys> {
+    let discovery = p.discovery.unwrap_or(p.secret.is_none());
+    if p.discovery == Some(true) && (p.jwks_uri.is_some() || p.keys_file.is_some()) {
+        problems.push(
+            format!("{pp}.discovery"),
+            "discovery cannot be combined with jwks_uri or keys_file",
+        );
+        return Part::Refused;
+    }
+    if let Some(file) = &p.keys_file {
+        let file = &warm.resolve_path(file);
+        return match keys::file_keys(file, rsa_algs) {
+            Ok(set) => {
+                let digest = std::fs::read(file)
+                    .map(|b| hex(&Sha256::digest(b)))
+                    .unwrap_or_default();
+                id.push_str(&format!("|file|{file}|{digest}"));
+                Part::Built(Keys::Static(Arc::new(set)))
+            }
+            Err(e) => {
+                problems.push(format!("{pp}.keys_file"), e);
+                Part::Refused
+            }
+        };
+    }
+    if p.jwks_uri.is_none() && !discovery {
+        return Part::Absent;
+    }
+    remote_keys(p, pp, rsa_algs, warm, id, problems)
+}
+
+/// A JWKS cache shared across reloads (by its settings) for `jwks_uri` or discovery.
+fn remote_keys(
+    p: &ProviderConfig,
+    pp: &str,
+    rsa_algs: &[Algorithm],
+    warm: &Warm,
+    id: &mut String,
+    problems: &mut Problems,
+) -> Part<Keys> {
+    let (source, key_path, url) = match &p.jwks_uri {
+        Some(u) => (JwksSource::Uri(u.clone()), "jwks_uri", u.clone()),
+        None => {
+            if p.issuer.ends_with('/') {
+                problems.push(
+                    format!("{pp}.issuer"),
+                    "discovery needs an issuer without a trailing slash",
+                );
+                return Part::Refused;
+            }
+            let issuer = p.issuer.clone();
+            (JwksSource::Discovery { issuer }, "issuer", p.issuer.clone())
+        }
+    };
+    if let Err(e) = url_allowed(&url, p.allow_http) {
+        problems.push(format!("{pp}.{key_path}"), e);
+        return Part::Refused;
+    }
+    let settings = JwksSettings {
+        source,
+        label: p.issuer.clone(),
+        refresh: p.refresh,
+        cooldown: p.unknown_kid_cooldown,
+        allow_http: p.allow_http,
+        rsa_default: rsa_algs.to_vec(),
+    };
+    let share = settings.share_key();
+    id.push('|');
+    id.push_str(&share);
+    Part::Built(Keys::Remote(
+        warm.shared(&share, || JwksCache::new(settings, warm)),
+    ))
 }

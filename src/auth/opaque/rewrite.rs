@@ -19,7 +19,9 @@ pub enum RewriteError {
         source: std::io::Error,
     },
     #[error("cannot parse the users file: {0}")]
-    Parse(String),
+    Json(#[from] serde_json::Error),
+    #[error("cannot parse the users file: {0}")]
+    Yaml(#[from] serde_norway::Error),
     #[error("the file has no users list")]
     NoUsers,
     #[error("cannot rewrite {path}: {source}")]
@@ -53,12 +55,9 @@ pub fn rewrite_users_file(
         Some(t) if parse(&t, is_json).ok().as_ref() == Some(&expected) => t,
         _ => {
             if is_json {
-                serde_json::to_string_pretty(&expected)
-                    .map_err(|e| RewriteError::Parse(e.to_string()))?
-                    + "\n"
+                serde_json::to_string_pretty(&expected)? + "\n"
             } else {
-                serde_norway::to_string(&expected)
-                    .map_err(|e| RewriteError::Parse(e.to_string()))?
+                serde_norway::to_string(&expected)?
             }
         }
     };
@@ -66,12 +65,11 @@ pub fn rewrite_users_file(
 }
 
 fn parse(text: &str, is_json: bool) -> Result<Value, RewriteError> {
-    let parsed = if is_json {
-        serde_json::from_str(text).map_err(|e| e.to_string())
+    Ok(if is_json {
+        serde_json::from_str(text)?
     } else {
-        serde_norway::from_str(text).map_err(|e| e.to_string())
-    };
-    parsed.map_err(RewriteError::Parse)
+        serde_norway::from_str(text)?
+    })
 }
 
 /// The data the file must hold afterwards.

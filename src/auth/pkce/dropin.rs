@@ -17,22 +17,23 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::config::dropin::DropInError;
+
 /// Whether the environment asks for the PKCE drop-in (the peer's variables are set).
 pub fn wanted(env: &dyn Fn(&str) -> Option<String>) -> bool {
     env("OAUTH_AUTH_URL").is_some() || env("OAUTH_CLIENT_ID").is_some()
 }
 
 /// Write the generated config (and its key file) and return its path.
-pub fn resolve(env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, String> {
+pub fn resolve(env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, DropInError> {
     let dir = match env("AUTHEDGE_STATE_DIR") {
         Some(d) => PathBuf::from(d),
         None => std::env::temp_dir().join(format!("authedge-pkce-{}", std::process::id())),
     };
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| format!("AUTHEDGE_STATE_DIR {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| DropInError::io("AUTHEDGE_STATE_DIR", &dir, e))?;
     let yaml = yaml_from_env(env, &dir)?;
     let path = dir.join("pkce-proxy.yaml");
-    std::fs::write(&path, yaml).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    std::fs::write(&path, yaml).map_err(|e| DropInError::io("cannot write", &path, e))?;
     Ok(path)
 }
 
@@ -41,17 +42,21 @@ fn q(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
 }
 
-fn need(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Result<String, String> {
-    env(name).ok_or_else(|| format!("{name} is not set (the PKCE proxy's environment needs it)"))
+fn need(env: &dyn Fn(&str) -> Option<String>, var: &'static str) -> Result<String, DropInError> {
+    env(var).ok_or(DropInError::Unset {
+        var,
+        hint: " (the PKCE proxy's environment needs it)",
+    })
 }
 
 /// `PKCE_CLIENTS`: `client_id=uri1|uri2,client2=uri3` as `(client_id, [uris])`.
-pub fn parse_clients(v: &str) -> Result<Vec<(String, Vec<String>)>, String> {
+pub fn parse_clients(v: &str) -> Result<Vec<(String, Vec<String>)>, DropInError> {
+    let bad = |why: String| DropInError::var("PKCE_CLIENTS", why);
     let mut out = Vec::new();
     for entry in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let (id, uris) = entry
             .split_once('=')
-            .ok_or_else(|| format!("PKCE_CLIENTS: {entry:?} must be client_id=uri1|uri2"))?;
+            .ok_or_else(|| bad(format!("{entry:?} must be client_id=uri1|uri2")))?;
         let uris: Vec<String> = uris
             .split('|')
             .map(str::trim)
@@ -59,27 +64,32 @@ pub fn parse_clients(v: &str) -> Result<Vec<(String, Vec<String>)>, String> {
             .map(str::to_string)
             .collect();
         if id.trim().is_empty() || uris.is_empty() {
-            return Err(format!(
-                "PKCE_CLIENTS: {entry:?} needs a client id and at least one redirect URI"
-            ));
+            return Err(bad(format!(
+                "{entry:?} needs a client id and at least one redirect URI"
+            )));
         }
         out.push((id.trim().to_string(), uris));
     }
     if out.is_empty() {
-        return Err("PKCE_CLIENTS is empty: give client_id=uri1|uri2,...".into());
+        return Err(bad("is empty: give client_id=uri1|uri2,...".into()));
     }
     Ok(out)
 }
 
 /// The YAML config for the peer's variables (`env` looks one up; empty counts as unset).
-pub fn yaml_from_env(env: &dyn Fn(&str) -> Option<String>, dir: &Path) -> Result<String, String> {
+pub fn yaml_from_env(
+    env: &dyn Fn(&str) -> Option<String>,
+    dir: &Path,
+) -> Result<String, DropInError> {
     let clients = match env("PKCE_CLIENTS") {
         Some(v) => parse_clients(&v)?,
         None => {
-            return Err("PKCE_CLIENTS is not set: authedge needs the downstream clients and their exact \
-                        redirect URIs (client_id=uri1|uri2,...); without that list any redirect_uri \
-                        would be accepted, the PKCE proxy's open redirect"
-                .into())
+            return Err(DropInError::Unset {
+                var: "PKCE_CLIENTS",
+                hint: ": authedge needs the downstream clients and their exact \
+                       redirect URIs (client_id=uri1|uri2,...); without that list any redirect_uri \
+                       would be accepted, the PKCE proxy's open redirect",
+            })
         }
     };
     let client_id = need(env, "OAUTH_CLIENT_ID")?;
@@ -90,7 +100,10 @@ pub fn yaml_from_env(env: &dyn Fn(&str) -> Option<String>, dir: &Path) -> Result
     let mut key = need(env, "JWT_SIGNING_KEY")?.into_bytes();
     key.extend_from_slice(need(env, "ENCRYPTION_KEY")?.as_bytes());
     if key.len() < 32 {
-        return Err("JWT_SIGNING_KEY and ENCRYPTION_KEY together must be at least 32 bytes".into());
+        return Err(DropInError::var(
+            "JWT_SIGNING_KEY",
+            "with ENCRYPTION_KEY, must be at least 32 bytes",
+        ));
     }
     let key_file = dir.join("pkce-key");
     crate::config::secret::write_private(&key_file, &key)?;
@@ -98,7 +111,7 @@ pub fn yaml_from_env(env: &dyn Fn(&str) -> Option<String>, dir: &Path) -> Result
         Some(p) => p
             .trim()
             .parse()
-            .map_err(|_| format!("PORT: {p:?} is not a port number"))?,
+            .map_err(|_| DropInError::var("PORT", format!("{p:?} is not a port number")))?,
         None => 8080,
     };
     let mut y =

@@ -228,7 +228,9 @@ fn dropin_errors_name_the_variable() {
             .find(|(n, _)| *n == k)
             .map(|(_, v)| v.to_string())
     };
-    let e = super::dropin::yaml_from_env(&env, dir.path()).unwrap_err();
+    let e = super::dropin::yaml_from_env(&env, dir.path())
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("PKCE_CLIENTS") && e.contains("open redirect"),
         "{e}"
@@ -243,6 +245,7 @@ fn dropin_errors_name_the_variable() {
         ]),
         dir.path(),
     )
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("OAUTH_CLIENT_SECRET"), "{e}");
 }

@@ -160,7 +160,10 @@ async fn redeem(realm: &PkceRealm, params: &Params<'_>) -> (Answer, Event) {
         match first_redemption(realm, &flow, now).await {
             Ok(true) => {}
             Ok(false) => return (invalid_grant(), Event::TokenReused),
-            Err(()) => return (unavailable(), Event::Unavailable),
+            Err(e) => {
+                tracing::debug!(error = %e, "pkce code record failed");
+                return (unavailable(), Event::Unavailable);
+            }
         }
     }
     let form = [
@@ -172,16 +175,16 @@ async fn redeem(realm: &PkceRealm, params: &Params<'_>) -> (Answer, Event) {
 }
 
 /// Record the code as redeemed until it expires: `Ok(false)` when it already was.
-async fn first_redemption(realm: &PkceRealm, flow: &FlowCode, now: u64) -> Result<bool, ()> {
+async fn first_redemption(
+    realm: &PkceRealm,
+    flow: &FlowCode,
+    now: u64,
+) -> Result<bool, crate::state::StateError> {
     let digest = Sha256::digest(flow.upstream_code.as_bytes());
     let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..18]);
     let key = format!("pkce:{}:code:{id}", realm.name);
     let ttl = std::time::Duration::from_secs(flow.expires_at.saturating_sub(now).max(1) + 1);
-    realm
-        .state
-        .nonce_once(&key, ttl)
-        .await
-        .map_err(|e| tracing::debug!(error = %e, "pkce code record failed"))
+    realm.state.nonce_once(&key, ttl).await
 }
 
 async fn refresh(realm: &PkceRealm, params: &Params<'_>) -> (Answer, Event) {

@@ -15,6 +15,19 @@ use serde_json::{json, Map, Value};
 use crate::config::schema::FileConfig;
 use crate::config::{Problem, Problems};
 
+/// A jwtproxy value authedge cannot read (pushed as a problem at the value's key path).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("{0:?} is not a Go duration (e.g. 90s, 1m, 1h30m)")]
+    Duration(String),
+    #[error(
+        "{0:?}: give IP:port, :port or unix:/path (host names are not resolved for listeners)"
+    )]
+    ListenAddr(String),
+    #[error("options must be a map")]
+    Options,
+}
+
 /// Whether a config text is a jwtproxy file (its top-level key is `jwtproxy`).
 pub fn is_jwtproxy(text: &str) -> bool {
     text.lines().any(|l| l.starts_with("jwtproxy:"))
@@ -77,8 +90,8 @@ struct Registerable {
 }
 
 /// A Go duration (`1h30m`, `90s`, `1.5s`, `300ms`, `0`) in milliseconds.
-pub fn go_duration_ms(s: &str) -> Result<u64, String> {
-    let bad = || format!("{s:?} is not a Go duration (e.g. 90s, 1m, 1h30m)");
+pub fn go_duration_ms(s: &str) -> Result<u64, ValueError> {
+    let bad = || ValueError::Duration(s.to_string());
     let t = s.trim();
     if t == "0" {
         return Ok(0);
@@ -116,7 +129,7 @@ pub fn go_duration_ms(s: &str) -> Result<u64, String> {
 }
 
 /// `listen_addr` as an authedge listener (without TLS).
-fn listener(addr: &str) -> Result<Value, String> {
+fn listener(addr: &str) -> Result<Value, ValueError> {
     if let Some(path) = addr.strip_prefix("unix:") {
         return Ok(json!({ "unix": path }));
     }
@@ -134,20 +147,18 @@ fn listener(addr: &str) -> Result<Value, String> {
         None => a,
     };
     if a.parse::<std::net::SocketAddr>().is_err() {
-        return Err(format!(
-            "{addr:?}: give IP:port, :port or unix:/path (host names are not resolved for listeners)"
-        ));
+        return Err(ValueError::ListenAddr(addr.to_string()));
     }
     Ok(json!({ "address": a }))
 }
 
-fn options(r: &Registerable) -> Result<Map<String, Value>, String> {
+fn options(r: &Registerable) -> Result<Map<String, Value>, ValueError> {
     match &r.options {
         None => Ok(Map::new()),
         Some(v) => match serde_json::to_value(v) {
             Ok(Value::Object(m)) => Ok(m),
             Ok(Value::Null) => Ok(Map::new()),
-            _ => Err("options must be a map".into()),
+            _ => Err(ValueError::Options),
         },
     }
 }
@@ -217,6 +228,16 @@ fn key_server(r: &Registerable, path: &str, problems: &mut Problems) -> Value {
     json!({ "keyregistry": reg })
 }
 
+/// What the enabled verifiers become, gathered one verifier at a time.
+#[derive(Default)]
+struct Parts {
+    listeners: Vec<Value>,
+    upstreams: Map<String, Value>,
+    routes: Vec<Value>,
+    /// The longest `shutdown_timeout` given (jwtproxy's default, 60 s, when none is).
+    grace_ms: Option<u64>,
+}
+
 /// Translate a jwtproxy file. Returns the config and notes for the log (unsupported parts).
 pub fn translate(text: &str) -> Result<(FileConfig, Vec<String>), Problems> {
     let de = serde_norway::Deserializer::from_str(text);
@@ -225,20 +246,8 @@ pub fn translate(text: &str) -> Result<(FileConfig, Vec<String>), Problems> {
         Problems(vec![Problem::new(path, e.into_inner().to_string())])
     })?;
     let top = file.jwtproxy;
+    let notes = signer_notes(&top);
     let mut problems = Problems::default();
-    let mut notes = Vec::new();
-    if let Some(s) = &top.signer_proxy {
-        let enabled = s
-            .get("enabled")
-            .and_then(serde_norway::Value::as_bool)
-            .unwrap_or(true);
-        if enabled {
-            notes.push(
-                "jwtproxy.signer_proxy: the signing forward proxy is not supported yet; it is not started (the verifiers run)"
-                    .to_string(),
-            );
-        }
-    }
     let enabled: Vec<(usize, &VerifierProxy)> = top
         .verifier_proxies
         .iter()
@@ -251,111 +260,138 @@ pub fn translate(text: &str) -> Result<(FileConfig, Vec<String>), Problems> {
             "no enabled verifier: authedge would have nothing to serve",
         );
     }
-    let mut listeners = Vec::new();
-    let mut upstreams = Map::new();
-    let mut routes = Vec::new();
-    let mut grace_ms = 60_000u64;
-    let mut first_grace = true;
+    let mut parts = Parts::default();
     for &(i, v) in &enabled {
-        let p = format!("jwtproxy.verifier_proxies[{i}]");
-        let addr = v.listen_addr.as_deref().unwrap_or(":8081");
-        match listener(addr) {
-            Ok(mut l) => {
-                match (&v.key_file, &v.crt_file) {
-                    (Some(k), Some(c)) => l["tls"] = json!({ "cert": c, "key": k }),
-                    (None, None) => {}
-                    _ => problems.push(&p, "give both key_file and crt_file for TLS, or neither"),
-                }
-                listeners.push(l);
-            }
-            Err(e) => problems.push(format!("{p}.listen_addr"), e),
-        }
-        if let Some(t) = &v.shutdown_timeout {
-            match go_duration_ms(t) {
-                Ok(ms) => {
-                    grace_ms = if first_grace { ms } else { grace_ms.max(ms) };
-                    first_grace = false;
-                }
-                Err(e) => problems.push(format!("{p}.shutdown_timeout"), e),
-            }
-        }
-        let vp = format!("{p}.verifier");
-        let vf = &v.verifier;
-        let mut filter = json!({
-            "type": "signed",
-            "audience": vf.audience,
-            "key_server": key_server(&vf.key_server, &format!("{vp}.key_server"), &mut problems),
-        });
-        if let Some(d) = dur(
-            vf.max_skew.as_deref(),
-            &format!("{vp}.max_skew"),
-            &mut problems,
-        ) {
-            filter["max_skew"] = d.into();
-        }
-        if let Some(d) = dur(
-            vf.max_ttl.as_deref(),
-            &format!("{vp}.max_ttl"),
-            &mut problems,
-        ) {
-            filter["max_ttl"] = d.into();
-        }
-        if let Some(n) = &vf.nonce_storage {
-            if n.kind != "local" {
-                problems.push(
-                    format!("{vp}.nonce_storage.type"),
-                    format!("{:?}: only local is known (authedge's state store)", n.kind),
-                );
-            }
-        }
-        let mut claims = Map::new();
-        for (j, c) in vf.claims_verifiers.iter().enumerate() {
-            let cp = format!("{vp}.claims_verifiers[{j}]");
-            if c.kind != "static" {
-                problems.push(
-                    format!("{cp}.type"),
-                    format!("{:?}: only static is known", c.kind),
-                );
-                continue;
-            }
-            match options(c) {
-                Ok(o) => claims.extend(o),
-                Err(e) => problems.push(format!("{cp}.options"), e),
-            }
-        }
-        if !claims.is_empty() {
-            filter["claims"] = Value::Object(claims);
-        }
-        let name = format!("verifier{i}");
-        upstreams.insert(name.clone(), json!({ "url": vf.upstream }));
-        let mut route = json!({ "id": name, "path": "/", "upstream": name, "auth": [filter] });
-        if enabled.len() > 1 {
-            match super::token::Origin::parse(&vf.audience) {
-                Some(o) => route["host"] = o.host().into(),
-                None => problems.push(
-                    format!("{vp}.audience"),
-                    "not an origin (scheme://host[:port])",
-                ),
-            }
-        }
-        routes.push(route);
+        verifier_proxy(i, v, enabled.len() > 1, &mut parts, &mut problems);
     }
     if !problems.is_empty() {
         return Err(problems);
     }
+    Ok((assemble(parts)?, notes))
+}
+
+/// A `signer_proxy` block that is enabled is not run: say so in the log.
+fn signer_notes(top: &Top) -> Vec<String> {
+    let enabled = top.signer_proxy.as_ref().map(|s| {
+        s.get("enabled")
+            .and_then(serde_norway::Value::as_bool)
+            .unwrap_or(true)
+    });
+    match enabled {
+        Some(true) => vec![
+            "jwtproxy.signer_proxy: the signing forward proxy is not supported yet; it is not started (the verifiers run)"
+                .to_string(),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// One enabled `verifier_proxies[i]`: its listener, upstream and route. With several verifiers
+/// (`by_host`), the route also matches the host of its audience.
+fn verifier_proxy(
+    i: usize,
+    v: &VerifierProxy,
+    by_host: bool,
+    parts: &mut Parts,
+    problems: &mut Problems,
+) {
+    let p = format!("jwtproxy.verifier_proxies[{i}]");
+    let addr = v.listen_addr.as_deref().unwrap_or(":8081");
+    match listener(addr) {
+        Ok(mut l) => {
+            match (&v.key_file, &v.crt_file) {
+                (Some(k), Some(c)) => l["tls"] = json!({ "cert": c, "key": k }),
+                (None, None) => {}
+                _ => problems.push(&p, "give both key_file and crt_file for TLS, or neither"),
+            }
+            parts.listeners.push(l);
+        }
+        Err(e) => problems.push(format!("{p}.listen_addr"), e),
+    }
+    if let Some(t) = &v.shutdown_timeout {
+        match go_duration_ms(t) {
+            Ok(ms) => parts.grace_ms = Some(parts.grace_ms.map_or(ms, |g| g.max(ms))),
+            Err(e) => problems.push(format!("{p}.shutdown_timeout"), e),
+        }
+    }
+    let vp = format!("{p}.verifier");
+    let vf = &v.verifier;
+    let filter = signed_filter(vf, &vp, problems);
+    let name = format!("verifier{i}");
+    parts
+        .upstreams
+        .insert(name.clone(), json!({ "url": vf.upstream }));
+    let mut route = json!({ "id": name, "path": "/", "upstream": name, "auth": [filter] });
+    if by_host {
+        match super::token::Origin::parse(&vf.audience) {
+            Some(o) => route["host"] = o.host().into(),
+            None => problems.push(
+                format!("{vp}.audience"),
+                "not an origin (scheme://host[:port])",
+            ),
+        }
+    }
+    parts.routes.push(route);
+}
+
+/// A verifier (at `vp`) as a `signed` filter: audience, key server, skew and lifetime, the
+/// nonce store (only `local`), `static` claims verifiers.
+fn signed_filter(vf: &Verifier, vp: &str, problems: &mut Problems) -> Value {
+    let mut filter = json!({
+        "type": "signed",
+        "audience": vf.audience,
+        "key_server": key_server(&vf.key_server, &format!("{vp}.key_server"), problems),
+    });
+    if let Some(d) = dur(vf.max_skew.as_deref(), &format!("{vp}.max_skew"), problems) {
+        filter["max_skew"] = d.into();
+    }
+    if let Some(d) = dur(vf.max_ttl.as_deref(), &format!("{vp}.max_ttl"), problems) {
+        filter["max_ttl"] = d.into();
+    }
+    if let Some(n) = &vf.nonce_storage {
+        if n.kind != "local" {
+            problems.push(
+                format!("{vp}.nonce_storage.type"),
+                format!("{:?}: only local is known (authedge's state store)", n.kind),
+            );
+        }
+    }
+    let mut claims = Map::new();
+    for (j, c) in vf.claims_verifiers.iter().enumerate() {
+        let cp = format!("{vp}.claims_verifiers[{j}]");
+        if c.kind != "static" {
+            problems.push(
+                format!("{cp}.type"),
+                format!("{:?}: only static is known", c.kind),
+            );
+            continue;
+        }
+        match options(c) {
+            Ok(o) => claims.extend(o),
+            Err(e) => problems.push(format!("{cp}.options"), e),
+        }
+    }
+    if !claims.is_empty() {
+        filter["claims"] = Value::Object(claims);
+    }
+    filter
+}
+
+/// The gathered parts as authedge's file schema (the grace period in whole seconds, rounded up).
+fn assemble(parts: Parts) -> Result<FileConfig, Problems> {
+    let grace_ms = parts.grace_ms.unwrap_or(60_000);
     let doc = json!({
         "server": { "grace_period_seconds": grace_ms.div_ceil(1000) },
-        "listeners": listeners,
-        "upstreams": upstreams,
-        "routes": routes,
+        "listeners": parts.listeners,
+        "upstreams": parts.upstreams,
+        "routes": parts.routes,
     });
-    let cfg: FileConfig = serde_path_to_error::deserialize(doc).map_err(|e| {
+    serde_path_to_error::deserialize(doc).map_err(|e| {
         Problems(vec![Problem::new(
             format!("jwtproxy (as {})", e.path()),
             e.into_inner().to_string(),
         )])
-    })?;
-    Ok((cfg, notes))
+    })
 }
 
 #[cfg(test)]

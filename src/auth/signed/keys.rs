@@ -25,24 +25,49 @@ const MAX_DOCUMENT: usize = 64 * 1024;
 /// Deadline of one registry lookup.
 const LOOKUP_DEADLINE: Duration = Duration::from_secs(5);
 
+/// Why a preshared public key file cannot be used (each message names the file).
+#[derive(Debug, thiserror::Error)]
+pub enum PemKeyError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}: not a PEM file")]
+    NotPem(String),
+    #[error("{0}: holds a private key; give the public key only")]
+    Private(String),
+    #[error("{0}: RSA keys under 2048 bits are refused")]
+    ShortRsa(String),
+    #[error("{0}: not an RSA, EC or Ed25519 public key")]
+    Unknown(String),
+    #[error("{path}: none of the configured algs can use this {family:?} key")]
+    NoAlg {
+        path: String,
+        family: AlgorithmFamily,
+    },
+}
+
 /// A public key from a PEM file: RSA (PKCS#1 or SPKI; at least 2048 bits), EC P-256/P-384 or
 /// Ed25519 SPKI. `algs` are the configured algorithms; the key gets those of its family.
-pub fn pem_key(path: &str, algs: &[Algorithm]) -> Result<VerifyKey, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+pub fn pem_key(path: &str, algs: &[Algorithm]) -> Result<VerifyKey, PemKeyError> {
+    let bytes = std::fs::read(path).map_err(|source| PemKeyError::Read {
+        path: path.to_string(),
+        source,
+    })?;
     let text = String::from_utf8_lossy(&bytes);
     if !text.trim_start().starts_with("-----BEGIN") {
-        return Err(format!("{path}: not a PEM file"));
+        return Err(PemKeyError::NotPem(path.to_string()));
     }
     if text.contains("PRIVATE KEY") {
-        return Err(format!(
-            "{path}: holds a private key; give the public key only"
-        ));
+        return Err(PemKeyError::Private(path.to_string()));
     }
     let (family, key) = if let Ok(k) = DecodingKey::from_rsa_pem(&bytes) {
         // PKCS#1 DER of a 2048-bit key is 270 bytes; of a 1024-bit key 140.
         let der_len = k.try_get_as_bytes().map(<[u8]>::len).unwrap_or(0);
         if der_len < 260 {
-            return Err(format!("{path}: RSA keys under 2048 bits are refused"));
+            return Err(PemKeyError::ShortRsa(path.to_string()));
         }
         (AlgorithmFamily::Rsa, k)
     } else if let Ok(k) = DecodingKey::from_ec_pem(&bytes) {
@@ -50,7 +75,7 @@ pub fn pem_key(path: &str, algs: &[Algorithm]) -> Result<VerifyKey, String> {
     } else if let Ok(k) = DecodingKey::from_ed_pem(&bytes) {
         (AlgorithmFamily::Ed, k)
     } else {
-        return Err(format!("{path}: not an RSA, EC or Ed25519 public key"));
+        return Err(PemKeyError::Unknown(path.to_string()));
     };
     let algs: Vec<Algorithm> = algs
         .iter()
@@ -58,9 +83,10 @@ pub fn pem_key(path: &str, algs: &[Algorithm]) -> Result<VerifyKey, String> {
         .filter(|a| crate::tokens::jwks::family_of(*a) == family)
         .collect();
     if algs.is_empty() {
-        return Err(format!(
-            "{path}: none of the configured algs can use this {family:?} key"
-        ));
+        return Err(PemKeyError::NoAlg {
+            path: path.to_string(),
+            family,
+        });
     }
     Ok(VerifyKey {
         kid: None,

@@ -35,8 +35,8 @@ use self::pubkey::PublicKey;
 use self::token::{Origin, Rules, Token};
 use crate::auth::{bearer_token, AuthFilter, Denial, DenyReason, Outcome, RequestView};
 use crate::config::Problems;
+use crate::context::Warm;
 use crate::identity::Identity;
-use crate::snapshot::Warm;
 use crate::state::Store;
 use crate::tokens::jwks::{family_of, parse_alg};
 
@@ -87,23 +87,7 @@ pub fn build(
             ),
         );
     }
-    let mut algs = Vec::new();
-    for (i, a) in cfg.algs.iter().enumerate() {
-        match parse_alg(a) {
-            Some(alg) if family_of(alg) != AlgorithmFamily::Hmac => algs.push(alg),
-            Some(_) => problems.push(
-                format!("{path}.algs[{i}]"),
-                format!("{a}: HMAC algorithms are not used for signed requests"),
-            ),
-            None => problems.push(
-                format!("{path}.algs[{i}]"),
-                format!("unknown algorithm {a:?} (RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA)"),
-            ),
-        }
-    }
-    if cfg.algs.is_empty() {
-        problems.push(format!("{path}.algs"), "at least one algorithm is needed");
-    }
+    let algs = check_algs(cfg, path, &mut problems);
     if cfg.max_ttl.is_zero() {
         problems.push(format!("{path}.max_ttl"), "must be more than 0s");
     }
@@ -113,69 +97,7 @@ pub fn build(
             format!("at most {}", token::MAX_NONCE),
         );
     }
-    let ks = &cfg.key_server;
-    let keys = match (&ks.preshared, &ks.keyregistry) {
-        (Some(_), Some(_)) | (None, None) => {
-            problems.push(
-                format!("{path}.key_server"),
-                "give exactly one of preshared or keyregistry",
-            );
-            None
-        }
-        (Some(p), None) => {
-            let kp = format!("{path}.key_server.preshared");
-            if p.issuer.is_empty() {
-                problems.push(format!("{kp}.issuer"), "must not be empty");
-            }
-            if p.key_id.is_empty() {
-                problems.push(format!("{kp}.key_id"), "must not be empty");
-            }
-            match keys::pem_key(&warm.resolve_path(&p.public_key_file), &algs) {
-                Ok(k) => {
-                    let der = k.key.try_get_as_bytes().ok().map(<[u8]>::to_vec);
-                    Some(KeySource::Preshared {
-                        issuer: p.issuer.clone(),
-                        key_id: p.key_id.clone(),
-                        key: Arc::new(PublicKey::new(k, der.as_deref())),
-                    })
-                }
-                Err(e) if algs.is_empty() => {
-                    let _ = e;
-                    None
-                }
-                Err(e) => {
-                    problems.push(format!("{kp}.public_key_file"), e);
-                    None
-                }
-            }
-        }
-        (None, Some(r)) => {
-            let kp = format!("{path}.key_server.keyregistry");
-            match crate::tokens::jwks::url_allowed(&r.registry, r.allow_http) {
-                Err(e) => {
-                    problems.push(format!("{kp}.registry"), e);
-                    None
-                }
-                Ok(()) => {
-                    let share = format!(
-                        "signed-registry|{}|{:?}|{:?}|{}|{:?}",
-                        r.registry, r.cache.duration, r.unknown_kid_cooldown, r.max_keys, algs
-                    );
-                    let reg = warm.shared(&share, || {
-                        Registry::new(
-                            &r.registry,
-                            r.cache.duration,
-                            r.unknown_kid_cooldown,
-                            r.max_keys,
-                            algs.clone(),
-                            warm.outbound.clone(),
-                        )
-                    });
-                    Some(KeySource::Registry(reg))
-                }
-            }
-        }
-    };
+    let keys = key_source(cfg, path, &algs, warm, &mut problems);
     let claims: Vec<(String, serde_json::Value)> = cfg
         .claims
         .iter()
@@ -198,6 +120,95 @@ pub fn build(
         allow_basic: cfg.allow_basic,
         max_token: cfg.max_token_bytes,
     }))
+}
+
+/// The configured `algs`: asymmetric ones only, at least one.
+fn check_algs(cfg: &SignedConfig, path: &str, problems: &mut Problems) -> Vec<Algorithm> {
+    let mut algs = Vec::new();
+    for (i, a) in cfg.algs.iter().enumerate() {
+        match parse_alg(a) {
+            Some(alg) if family_of(alg) != AlgorithmFamily::Hmac => algs.push(alg),
+            Some(_) => problems.push(
+                format!("{path}.algs[{i}]"),
+                format!("{a}: HMAC algorithms are not used for signed requests"),
+            ),
+            None => problems.push(
+                format!("{path}.algs[{i}]"),
+                format!("unknown algorithm {a:?} (RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA)"),
+            ),
+        }
+    }
+    if cfg.algs.is_empty() {
+        problems.push(format!("{path}.algs"), "at least one algorithm is needed");
+    }
+    algs
+}
+
+/// `key_server`: exactly one of a preshared key or a key registry.
+fn key_source(
+    cfg: &SignedConfig,
+    path: &str,
+    algs: &[Algorithm],
+    warm: &Warm,
+    problems: &mut Problems,
+) -> Option<KeySource> {
+    let ks = &cfg.key_server;
+    match (&ks.preshared, &ks.keyregistry) {
+        (Some(_), Some(_)) | (None, None) => {
+            problems.push(
+                format!("{path}.key_server"),
+                "give exactly one of preshared or keyregistry",
+            );
+            None
+        }
+        (Some(p), None) => {
+            let kp = format!("{path}.key_server.preshared");
+            if p.issuer.is_empty() {
+                problems.push(format!("{kp}.issuer"), "must not be empty");
+            }
+            if p.key_id.is_empty() {
+                problems.push(format!("{kp}.key_id"), "must not be empty");
+            }
+            match keys::pem_key(&warm.resolve_path(&p.public_key_file), algs) {
+                Ok(k) => {
+                    let der = k.key.try_get_as_bytes().ok().map(<[u8]>::to_vec);
+                    Some(KeySource::Preshared {
+                        issuer: p.issuer.clone(),
+                        key_id: p.key_id.clone(),
+                        key: Arc::new(PublicKey::new(k, der.as_deref())),
+                    })
+                }
+                // No usable algorithm is already a problem; the key cannot be judged.
+                Err(_) if algs.is_empty() => None,
+                Err(e) => {
+                    problems.push(format!("{kp}.public_key_file"), e);
+                    None
+                }
+            }
+        }
+        (None, Some(r)) => {
+            let kp = format!("{path}.key_server.keyregistry");
+            if let Err(e) = crate::tokens::jwks::url_allowed(&r.registry, r.allow_http) {
+                problems.push(format!("{kp}.registry"), e);
+                return None;
+            }
+            let share = format!(
+                "signed-registry|{}|{:?}|{:?}|{}|{:?}",
+                r.registry, r.cache.duration, r.unknown_kid_cooldown, r.max_keys, algs
+            );
+            let reg = warm.shared(&share, || {
+                Registry::new(
+                    &r.registry,
+                    r.cache.duration,
+                    r.unknown_kid_cooldown,
+                    r.max_keys,
+                    algs.to_vec(),
+                    warm.outbound.clone(),
+                )
+            });
+            Some(KeySource::Registry(reg))
+        }
+    }
 }
 
 /// The password of an `Authorization: Basic` header, when there is exactly one such header.

@@ -131,19 +131,28 @@ fn keys_json(list: Vec<Value>) -> Answer {
     Answer::Respond(Reply::json(StatusCode::OK, body))
 }
 
+/// A publish's query parameter that cannot be taken (the publish answers 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum PolicyError {
+    #[error("expiration is not a Unix time in the future")]
+    Expiration,
+    #[error("rotation is not a whole number of seconds")]
+    Rotation,
+}
+
 /// The `expiration` and `rotation` query parameters.
-fn policy(query: Option<&str>, now: i64) -> Result<(Option<i64>, Option<u64>), ()> {
+fn policy(query: Option<&str>, now: i64) -> Result<(Option<i64>, Option<u64>), PolicyError> {
     let (mut exp, mut rot) = (None, None);
     for (k, v) in crate::auth::query_pairs(query.unwrap_or("")) {
         match &*k {
             "expiration" => {
-                let e: i64 = v.parse().map_err(|_| ())?;
+                let e: i64 = v.parse().map_err(|_| PolicyError::Expiration)?;
                 if e <= now {
-                    return Err(());
+                    return Err(PolicyError::Expiration);
                 }
                 exp = Some(e);
             }
-            "rotation" => rot = Some(v.parse().map_err(|_| ())?),
+            "rotation" => rot = Some(v.parse().map_err(|_| PolicyError::Rotation)?),
             _ => {}
         }
     }
