@@ -46,6 +46,48 @@ pub struct RouteEntry {
     pub duration: Histogram,
     /// `outcome=allow` counters: index 0 for a public route, else one per filter.
     pub allowed: Vec<IntCounter>,
+    /// `rewrite_prefix`: the matched prefix replaced before the upstream.
+    pub rewrite: Option<PrefixRewrite>,
+}
+
+/// A route's `rewrite_prefix`: the first `from_len` bytes of the canonical path (the route's
+/// prefix; 0 for `/`) become `to` (no trailing `/`; empty for the root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixRewrite {
+    pub from_len: usize,
+    pub to: Box<str>,
+}
+
+impl PrefixRewrite {
+    /// From a route's canonical prefix and its `rewrite_prefix` value; `None` when the value is
+    /// not an absolute path without query, fragment, spaces or control bytes.
+    pub fn new(prefix: &str, to: &str) -> Option<PrefixRewrite> {
+        let bad = |c: char| c.is_ascii_control() || c == ' ' || c == '?' || c == '#';
+        if !(to.is_empty() || to.starts_with('/')) || to.chars().any(bad) {
+            return None;
+        }
+        Some(PrefixRewrite {
+            from_len: if prefix == "/" { 0 } else { prefix.len() },
+            to: to.trim_end_matches('/').into(),
+        })
+    }
+
+    /// The upstream path for a canonical request path the route matched.
+    pub fn apply(&self, path: &str) -> String {
+        let rest = match path.get(self.from_len..) {
+            // The root route's own path: the target's path as it is (`/` -> `/app`).
+            Some("/") if self.from_len == 0 => "",
+            Some(r) => r,
+            None => "",
+        };
+        let mut out = String::with_capacity(self.to.len() + rest.len() + 1);
+        out.push_str(&self.to);
+        out.push_str(rest);
+        if !out.starts_with('/') {
+            out.insert(0, '/');
+        }
+        out
+    }
 }
 
 /// One whole, immutable config.

@@ -112,6 +112,14 @@ pub fn read(path: &Path, parse: Parser) -> Result<schema::FileConfig, Problems> 
             format!("cannot read {}: {e}", path.display()),
         )])
     })?;
+    if crate::compat::proxyauth::is_proxyauth(&text) {
+        // ProxyAuth's config.json, with its routes.yml beside it.
+        return secret::with_base_dir(path.parent(), || {
+            let (mut cfg, notes) = crate::compat::proxyauth::read(path, &text)?;
+            cfg.notes = notes;
+            Ok(cfg)
+        });
+    }
     secret::with_base_dir(path.parent(), || parse(&text))
 }
 

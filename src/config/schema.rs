@@ -345,6 +345,11 @@ pub struct RouteConfig {
     /// Forward the credential header the filter consumed (default: removed).
     #[serde(default)]
     pub keep_credentials: bool,
+    /// Replace the matched `path` prefix with this before the upstream (`/api` with
+    /// `rewrite_prefix: /v1`: `/api/x` reaches the upstream as `/v1/x`; `""` or `/`: the prefix
+    /// is removed).
+    #[serde(default)]
+    pub rewrite_prefix: Option<String>,
 }
 
 /// One filter of a route's chain, tagged by `type`.

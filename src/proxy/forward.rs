@@ -53,7 +53,11 @@ impl Edge {
         let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
         let end_stream = req.send_end_stream();
         let mut parts: http::request::Parts = std::mem::replace(req, placeholder).into();
-        if let Some(p) = &ctx.rewritten {
+        let moved = route
+            .rewrite
+            .as_ref()
+            .map(|rw| rw.apply(ctx.rewritten.as_deref().unwrap_or_else(|| parts.uri.path())));
+        if let Some(p) = moved.as_ref().or(ctx.rewritten.as_ref()) {
             let pq = match parts.uri.query() {
                 Some(q) => format!("{p}?{q}"),
                 None => p.clone(),

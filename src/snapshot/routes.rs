@@ -92,6 +92,19 @@ pub(super) async fn build_route(
         ),
         _ => {}
     }
+    let rewrite = match (&r.rewrite_prefix, normalize_prefix(&r.path)) {
+        (Some(to), Ok(prefix)) => {
+            let rw = PrefixRewrite::new(&prefix, to);
+            if rw.is_none() {
+                problems.push(
+                    format!("{p}.rewrite_prefix"),
+                    format!("{to:?} must be empty or an absolute path (no query, fragment, spaces or control characters)"),
+                );
+            }
+            rw
+        }
+        _ => None,
+    };
     let mut chain: Chain = Vec::with_capacity(r.auth.len());
     for (j, f) in r.auth.iter().enumerate() {
         let fp = format!("{p}.auth[{j}]");
@@ -129,6 +142,7 @@ pub(super) async fn build_route(
         strip_credentials,
         strip_cookies,
         allowed,
+        rewrite,
     })
 }
 

@@ -346,6 +346,7 @@ fn assemble(
         login_user_limit,
         login_client_limit,
         lifetime: cfg.token_lifetime,
+        response: cfg.response,
         user_header: paths.user_header.clone(),
         roles_header: paths.roles_header.clone(),
         challenge,

@@ -55,6 +55,21 @@ pub struct OpaqueRealmConfig {
     pub on_state_error: OnStateError,
     #[serde(default)]
     pub headers: OpaqueHeadersConfig,
+    /// The shape of the token endpoint's answers: `authedge` (default) or `proxyauth`.
+    #[serde(default)]
+    pub response: ResponseShape,
+}
+
+/// What `POST token_path` answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseShape {
+    /// `{"token","token_type","expires_at" (RFC 3339),"expires_in"}`; errors as JSON.
+    #[default]
+    Authedge,
+    /// ProxyAuth 0.5's: `{"token","expires_at"}` with `expires_at` as `YYYY-MM-DD HH:MM:SS` in
+    /// Paris time (as ProxyAuth writes it); bad credentials 401 `Invalid credentials`.
+    Proxyauth,
 }
 
 /// One token key.

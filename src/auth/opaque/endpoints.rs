@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use super::config::ResponseShape;
 use super::limits::{client_key, inc, Stop};
 use super::{now_ms, Realm};
 use crate::auth::{bearer_token, Answer, Denial, DenyReason, Endpoint, Reply, RequestView};
@@ -58,6 +59,29 @@ fn bad_credentials() -> Answer {
         StatusCode::UNAUTHORIZED,
         serde_json::json!({ "error": "invalid_grant", "error_description": "invalid username or password" }),
     )
+}
+
+/// A Unix time as ProxyAuth writes `expires_at`: `YYYY-MM-DD HH:MM:SS`, Europe/Paris local time
+/// (CET, CEST from the last Sunday of March 01:00 UTC to the last Sunday of October 01:00 UTC).
+pub fn paris_time(unix: i64) -> String {
+    use chrono::{Datelike, Duration, NaiveDate, TimeZone, Utc, Weekday};
+    let Some(t) = Utc.timestamp_opt(unix, 0).single() else {
+        return String::new();
+    };
+    let last_sunday = |month: u32| {
+        NaiveDate::from_ymd_opt(t.year(), month, 31).map(|d| {
+            let back = d.weekday().num_days_from_sunday();
+            let sunday = d - Duration::days(i64::from(back));
+            debug_assert_eq!(sunday.weekday(), Weekday::Sun);
+            sunday.and_hms_opt(1, 0, 0).map(|n| n.and_utc())
+        })
+    };
+    let summer = match (last_sunday(3).flatten(), last_sunday(10).flatten()) {
+        (Some(start), Some(end)) => t >= start && t < end,
+        _ => false,
+    };
+    let local = t + Duration::hours(if summer { 2 } else { 1 });
+    local.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
 /// The body's media type: JSON, form, or (no Content-Type) guessed from the first byte.
@@ -204,6 +228,12 @@ impl TokenEndpoint {
         let Ok(token) = self.realm.keyring.seal(&claims) else {
             return error(StatusCode::INTERNAL_SERVER_ERROR, "server_error");
         };
+        if self.realm.response == ResponseShape::Proxyauth {
+            return json_reply(
+                StatusCode::OK,
+                serde_json::json!({ "token": token, "expires_at": paris_time(expires_at) }),
+            );
+        }
         let expires_rfc3339 = chrono::DateTime::<chrono::Utc>::from_timestamp(expires_at, 0)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
             .unwrap_or_default();
@@ -295,6 +325,14 @@ impl Endpoint for TokenEndpoint {
             }
             _ => {
                 inc(&m.bad_credentials);
+                if realm.response == ResponseShape::Proxyauth {
+                    let mut r = Reply::json(
+                        StatusCode::UNAUTHORIZED,
+                        Bytes::from_static(b"Invalid credentials"),
+                    );
+                    r.headers[0].1 = HeaderValue::from_static("text/plain; charset=utf-8");
+                    return Answer::Respond(r);
+                }
                 bad_credentials()
             }
         }

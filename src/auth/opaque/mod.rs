@@ -58,6 +58,8 @@ pub struct Realm {
     pub(crate) login_user_limit: limits::LoginLimits,
     pub(crate) login_client_limit: SharedLimit,
     pub(crate) lifetime: Duration,
+    /// The token endpoint's answer shape (`response:`).
+    pub(crate) response: config::ResponseShape,
     pub(crate) user_header: Option<HeaderName>,
     pub(crate) roles_header: Option<HeaderName>,
     /// `Bearer realm="<name>"`.

@@ -1,3 +1,6 @@
+//! Drop-ins for the tools authedge replaces. ProxyAuth's `config.json` + `routes.yml`: see
+//! [`proxyauth`] (read by [`crate::config::read`]). The rest of this module is ooproxy's:
+//!
 //! ooproxy compatibility: `authedge run` without a config file, with ooproxy's environment
 //! variables, builds a one-route config (every path, one `jwt` filter, one upstream) and runs it.
 //!
@@ -18,6 +21,8 @@
 //! authedge's own additions: `AUTHEDGE_STATE_DIR` (where the generated config, PID file and
 //! converted certificate go; default a per-process directory under the temp dir) and
 //! `AUTHEDGE_METRICS_ADDRESS` (a side port for `/metrics`, `/healthz`, `/readyz`).
+
+pub mod proxyauth;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
