@@ -11,6 +11,7 @@
 //!   origin-form requests and requests to the signer itself are 400; targets outside
 //!   `allowed_targets` (when set) are 403.
 
+pub mod autokeys;
 pub mod config;
 pub mod proxy;
 pub mod sign;

@@ -26,15 +26,13 @@ pub(super) fn build_signer(
             problems.push("signer", "no listener has role: signer");
             None
         }
-        (Some(s), Some(_)) => {
-            match crate::signer::sign::build(s, "signer", &|f| warm.resolve_path(f)) {
-                Ok(b) => Some(b),
-                Err(p) => {
-                    problems.0.extend(p.0);
-                    None
-                }
+        (Some(s), Some(_)) => match crate::signer::sign::build(s, "signer", warm) {
+            Ok(b) => Some(b),
+            Err(p) => {
+                problems.0.extend(p.0);
+                None
             }
-        }
+        },
     }
 }
 
