@@ -9,6 +9,10 @@
 //!   nonce_length: 32                # jti length (CSPRNG)
 //!   private_key: { preshared: { key_id: k1, private_key_file: billing.key } }
 //!   allowed_targets: [ "http://orders.internal:8080" ]   # optional: only these origins
+//!   ca_cert: mitm-ca.pem            # optional: CONNECT with a MITM CA (with ca_key)
+//!   ca_key: mitm-ca.key
+//!   trusted_certificates: [ internal-ca.pem ]   # CONNECT targets' CAs (default: system roots)
+//!   insecure_skip_verify: false
 //! ```
 
 use std::time::Duration;
@@ -30,6 +34,19 @@ pub struct SignerConfig {
     /// (`http://host[:port]`); any other target is 403.
     #[serde(default)]
     pub allowed_targets: Option<Vec<String>>,
+    /// The MITM CA for `CONNECT` (PEM certificate and key, relative to the config file). Both
+    /// or neither; without them `CONNECT` is 403.
+    #[serde(default)]
+    pub ca_cert: Option<String>,
+    #[serde(default)]
+    pub ca_key: Option<String>,
+    /// PEM files of the CAs that `CONNECT` targets are verified against (default: the system
+    /// roots).
+    #[serde(default)]
+    pub trusted_certificates: Option<Vec<String>>,
+    /// Do not verify `CONNECT` targets' certificates at all.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
 }
 
 /// Where the signing key comes from (one kind today).

@@ -29,6 +29,8 @@ pub struct Signer {
     /// Lower-case origins; `None`: any target.
     allowed: Option<Vec<String>>,
     rng: SystemRandom,
+    /// The MITM CA of `CONNECT`, when configured.
+    pub mitm: Option<Arc<super::mitm::Mitm>>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -108,19 +110,20 @@ pub fn build(
         let mut out = Vec::new();
         for (i, t) in list.iter().enumerate() {
             match crate::auth::signed::token::Origin::parse(t) {
-                Some(_) if t.starts_with("http://") => {
+                Some(_) if t.starts_with("http://") || t.starts_with("https://") => {
                     out.push(t.trim_end_matches('/').to_ascii_lowercase())
                 }
                 _ => problems.push(
                     format!("{path}.allowed_targets[{i}]"),
                     format!(
-                        "{t:?} is not an http origin (http://host[:port], as requests name it)"
+                        "{t:?} is not an origin (http://host[:port], or https://host[:port] for CONNECT)"
                     ),
                 ),
             }
         }
         allowed = Some(out);
     }
+    let mitm = super::mitm::build(cfg, path, resolve, &mut problems);
     let header = serde_json::json!({"alg": "RS256", "kid": pre.key_id, "typ": "JWT"});
     let (Some(key), true) = (key, problems.is_empty()) else {
         return Err(problems);
@@ -134,15 +137,30 @@ pub fn build(
         nonce_length: cfg.nonce_length,
         allowed,
         rng: SystemRandom::new(),
+        mitm,
     }))
 }
 
 impl Signer {
     /// Whether requests to `origin` (`http://host[:port]` as the request named it) may be signed.
+    /// A `CONNECT` target `https://host:443` also matches an entry `https://host`.
     pub fn allows(&self, origin: &str) -> bool {
         match &self.allowed {
             None => true,
-            Some(list) => list.iter().any(|o| o.eq_ignore_ascii_case(origin)),
+            Some(list) => {
+                let bare = origin
+                    .strip_prefix("https://")
+                    .and_then(|o| o.strip_suffix(":443"))
+                    .map(|h| ("https://", h));
+                list.iter().any(|o| {
+                    o.eq_ignore_ascii_case(origin)
+                        || bare.is_some_and(|(s, h)| {
+                            o.len() == s.len() + h.len()
+                                && o.starts_with(s)
+                                && o[s.len()..].eq_ignore_ascii_case(h)
+                        })
+                })
+            }
         }
     }
 
@@ -239,7 +257,7 @@ mod tests {
         assert!(!s.allows("http://orders.test:8081"));
         assert!(!s.allows("http://orders.test"));
         let bad: SignerConfig = serde_norway::from_str(
-            "issuer: ''\nnonce_length: 4\nallowed_targets: [ 'https://x', 'nope' ]\nprivate_key: { preshared: { key_id: '', private_key_file: conf/signed/svc-a.pub.pem } }\n",
+            "issuer: ''\nnonce_length: 4\nallowed_targets: [ 'ftp://x', 'nope' ]\nprivate_key: { preshared: { key_id: '', private_key_file: conf/signed/svc-a.pub.pem } }\n",
         )
         .unwrap();
         let text = format!("{:?}", build(&bad, "signer", &here).unwrap_err());
