@@ -116,6 +116,7 @@ fn signer(extra: &str, allowed: &str) -> Setup {
     let edge = Edge::start(&format!(
         r#"server: {{ threads: 1, grace_period_seconds: 1, pid_file: "{{dir}}/pid", upgrade_sock: "{{dir}}/sock" }}
 listeners: [ {{ address: "127.0.0.1:{{port}}", role: signer }} ]
+metrics: {{ address: "127.0.0.1:{{metrics_port}}" }}
 upstreams: {{}}
 routes: []
 signer:
@@ -258,6 +259,7 @@ fn connect_without_a_ca_is_403() {
     let edge = Edge::start(&format!(
         r#"server: {{ threads: 1, grace_period_seconds: 1, pid_file: "{{dir}}/pid", upgrade_sock: "{{dir}}/sock" }}
 listeners: [ {{ address: "127.0.0.1:{{port}}", role: signer }} ]
+metrics: {{ address: "127.0.0.1:{{metrics_port}}" }}
 upstreams: {{}}
 routes: []
 signer: {{ issuer: svc-a, private_key: {{ preshared: {{ key_id: k1, private_key_file: "{}" }} }} }}
