@@ -99,9 +99,23 @@ fn https_echo(ca: &Ca) -> u16 {
     port
 }
 
+/// A certificate for 127.0.0.1 from `ca`, written as PEM files into `dir`: (cert, key).
+fn leaf_files(ca: &Ca, dir: &std::path::Path) -> (String, String) {
+    let issuer = rcgen::Issuer::from_ca_cert_der(ca.cert.der(), &ca.key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let (c, k) = (dir.join("leaf.pem"), dir.join("leaf.key"));
+    std::fs::write(&c, leaf.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c.display().to_string(), k.display().to_string())
+}
+
 struct Setup {
     _dir: tempfile::TempDir,
-    _keys: Keys,
+    keys: Keys,
     mitm: Ca,
     edge: Edge,
 }
@@ -113,6 +127,11 @@ fn signer(extra: &str, allowed: &str) -> Setup {
     std::fs::write(dir.path().join("mitm.pem"), mitm.cert.pem()).unwrap();
     std::fs::write(dir.path().join("mitm.key"), mitm.key.serialize_pem()).unwrap();
     let d = dir.path().display();
+    let allowed = if allowed.is_empty() {
+        String::new()
+    } else {
+        format!("allowed_targets: [ {allowed} ]")
+    };
     let edge = Edge::start(&format!(
         r#"server: {{ threads: 1, grace_period_seconds: 1, pid_file: "{{dir}}/pid", upgrade_sock: "{{dir}}/sock" }}
 listeners: [ {{ address: "127.0.0.1:{{port}}", role: signer }} ]
@@ -124,14 +143,14 @@ signer:
   private_key: {{ preshared: {{ key_id: k1, private_key_file: "{}" }} }}
   ca_cert: "{d}/mitm.pem"
   ca_key: "{d}/mitm.key"
-  allowed_targets: [ {allowed} ]
+  {allowed}
   {extra}
 "#,
         keys.path("k.pem"),
     ));
     Setup {
         _dir: dir,
-        _keys: keys,
+        keys,
         mitm,
         edge,
     }
@@ -271,4 +290,30 @@ signer: {{ issuer: svc-a, private_key: {{ preshared: {{ key_id: k1, private_key_
         "CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n",
     );
     assert!(line.contains(" 403"), "{line}");
+}
+
+#[test]
+fn the_real_jwtproxy_verifier_behind_tls_accepts_tokens_signed_in_the_tunnel() {
+    let up = common::EchoUpstream::start();
+    let up_ca = ca("verifier CA");
+    let dir = tempfile::tempdir().unwrap();
+    let (crt, key) = leaf_files(&up_ca, dir.path());
+    let trusted = dir.path().join("ca.pem");
+    std::fs::write(&trusted, up_ca.cert.pem()).unwrap();
+    // The signer's key is made first; the verifier uses its public half.
+    let s = signer(
+        &format!("trusted_certificates: [ \"{}\" ]", trusted.display()),
+        "",
+    );
+    let verifier = common::jwtproxy::Jwtproxy::verifier_tls(&s.keys, &up.url(), &crt, &key);
+    let origin = format!("https://127.0.0.1:{}", verifier.port);
+    let c = via(&s);
+    for path in ["/a", "/b"] {
+        let r = c.get(format!("{origin}{path}")).send().unwrap();
+        assert_eq!(r.status(), 200, "{}", verifier.log());
+        let body = common::echo_json(r);
+        assert_eq!(body["path"], path);
+        let (_, cl) = claims(body["headers"]["authorization"].as_str().unwrap());
+        assert_eq!(cl["aud"], origin.as_str());
+    }
 }
