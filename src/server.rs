@@ -174,10 +174,22 @@ fn add_role_services(
             crate::signer::proxy::SignerProxy::new(current.clone()),
         );
         let mut opts = pingora::apps::HttpServerOptions::default();
-        // Let CONNECT reach the signer's request_filter, which answers it (403 without a CA,
-        // as jwtproxy) and never tunnels; Pingora would answer 405 itself.
+        // A connection that opens with CONNECT is the SignerApp's (a MITM tunnel, or 403
+        // without a CA, as jwtproxy); a later CONNECT reaches the signer's request_filter,
+        // which refuses it (Pingora would answer 405 itself).
         opts.allow_connect_method_proxying = true;
         app.server_options = Some(opts);
+        let has_ca = current
+            .load()
+            .signer
+            .as_ref()
+            .is_some_and(|s| s.mitm.is_some());
+        if !has_ca {
+            tracing::warn!(
+                "signer: no ca_cert/ca_key: CONNECT (HTTPS targets) is refused with 403"
+            );
+        }
+        let app = crate::signer::connect::SignerApp::new(app, current.clone());
         let mut signer = Service::new("authedge signer".into(), Capped::new(app, caps.clone()));
         for (i, l) in signers {
             add_listener(&mut signer, l, certs.store(i))?;

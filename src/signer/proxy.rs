@@ -2,7 +2,8 @@
 //! request path. A request must be absolute-form `http://host[:port]/path`: it is checked (not to
 //! the signer itself, inside `allowed_targets`), signed (`Authorization: Bearer <JWS>`, replacing
 //! any the client sent), rewritten to origin-form and forwarded to the host it names.
-//! `CONNECT` is 403 (MITM with a configured CA is not built yet), anything else 400. A target
+//! A connection that opens with `CONNECT` is taken before this (see [`super::connect`]); a
+//! `CONNECT` that reaches it is 403 without a CA and 400 with one; anything else 400. A target
 //! that does not resolve or answer is 502.
 
 use std::net::{IpAddr, SocketAddr};
@@ -42,7 +43,7 @@ pub struct SignerCtx {
 }
 
 /// Whether `addr` is one of the signer's own listeners (a request to itself would loop).
-fn is_own(snap: &Snapshot, addr: SocketAddr) -> bool {
+pub(super) fn is_own(snap: &Snapshot, addr: SocketAddr) -> bool {
     snap.listeners
         .iter()
         .filter(|l| l.role == ListenerRole::Signer)
@@ -57,7 +58,7 @@ fn is_own(snap: &Snapshot, addr: SocketAddr) -> bool {
 
 /// The first address of `host:port` (an IP literal needs no lookup; names resolve without
 /// blocking the worker).
-async fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
+pub(super) async fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Some(SocketAddr::new(ip, port));
@@ -89,8 +90,14 @@ impl ProxyHttp for SignerProxy {
         }
         let req = session.req_header();
         if req.method == Method::CONNECT {
-            tracing::debug!("signer: CONNECT refused (no MITM CA configured)");
-            return refuse(session, StatusCode::FORBIDDEN).await;
+            // A connection that opens with CONNECT never gets here (super::connect takes it);
+            // this one came after other requests or on a TLS listener, where no tunnel is made.
+            if signer.mitm.is_none() {
+                tracing::debug!("signer: CONNECT refused (no MITM CA configured)");
+                return refuse(session, StatusCode::FORBIDDEN).await;
+            }
+            tracing::debug!("signer: CONNECT must open its connection (plain listener)");
+            return refuse(session, StatusCode::BAD_REQUEST).await;
         }
         // Pingora keeps an absolute-form target whole in raw_path() (its uri holds the path).
         let Ok(target) = http::Uri::try_from(req.raw_path()) else {

@@ -61,6 +61,8 @@ pub struct Signer {
     allowed: Option<Vec<String>>,
     /// `authedge_signer_signed_total`.
     signed: prometheus::IntCounterVec,
+    /// The MITM CA of `CONNECT`, when configured.
+    pub mitm: Option<Arc<super::mitm::Mitm>>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -153,6 +155,7 @@ pub fn build(cfg: &SignerConfig, path: &str, warm: &Context) -> Result<Arc<Signe
     };
     let key = key_source(cfg, path, warm, params, &mut problems);
     let allowed = allowed_targets(cfg, path, &mut problems);
+    let mitm = super::mitm::build(cfg, path, &|f| warm.resolve_path(f), &mut problems);
     let (Some(key), true) = (key, problems.is_empty()) else {
         return Err(problems);
     };
@@ -162,6 +165,7 @@ pub fn build(cfg: &SignerConfig, path: &str, warm: &Context) -> Result<Arc<Signe
         params,
         allowed,
         signed: warm.metrics.signer_signed.clone(),
+        mitm,
     }))
 }
 
@@ -281,12 +285,14 @@ fn allowed_targets(cfg: &SignerConfig, path: &str, problems: &mut Problems) -> O
     let mut out = Vec::new();
     for (i, t) in list.iter().enumerate() {
         match crate::auth::signed::token::Origin::parse(t) {
-            Some(_) if t.starts_with("http://") => {
+            Some(_) if t.starts_with("http://") || t.starts_with("https://") => {
                 out.push(t.trim_end_matches('/').to_ascii_lowercase())
             }
             _ => problems.push(
                 format!("{path}.allowed_targets[{i}]"),
-                format!("{t:?} is not an http origin (http://host[:port], as requests name it)"),
+                format!(
+                    "{t:?} is not an origin (http://host[:port], or https://host[:port] for CONNECT)"
+                ),
             ),
         }
     }
@@ -322,10 +328,24 @@ impl Signer {
     }
 
     /// Whether requests to `origin` (`http://host[:port]` as the request named it) may be signed.
+    /// A `CONNECT` target `https://host:443` also matches an entry `https://host`.
     pub fn allows(&self, origin: &str) -> bool {
         match &self.allowed {
             None => true,
-            Some(list) => list.iter().any(|o| o.eq_ignore_ascii_case(origin)),
+            Some(list) => {
+                let bare = origin
+                    .strip_prefix("https://")
+                    .and_then(|o| o.strip_suffix(":443"))
+                    .map(|h| ("https://", h));
+                list.iter().any(|o| {
+                    o.eq_ignore_ascii_case(origin)
+                        || bare.is_some_and(|(s, h)| {
+                            o.len() == s.len() + h.len()
+                                && o.starts_with(s)
+                                && o[s.len()..].eq_ignore_ascii_case(h)
+                        })
+                })
+            }
         }
     }
 
@@ -449,7 +469,7 @@ mod tests {
         assert!(!s.allows("http://orders.test:8081"));
         assert!(!s.allows("http://orders.test"));
         let bad: SignerConfig = serde_norway::from_str(
-            "issuer: ''\nnonce_length: 4\nallowed_targets: [ 'https://x', 'nope' ]\nprivate_key: { preshared: { key_id: '', private_key_file: conf/signed/svc-a.pub.pem } }\n",
+            "issuer: ''\nnonce_length: 4\nallowed_targets: [ 'ftp://x', 'nope' ]\nprivate_key: { preshared: { key_id: '', private_key_file: conf/signed/svc-a.pub.pem } }\n",
         )
         .unwrap();
         let text = format!("{:?}", build(&bad, "signer", &here()).unwrap_err());

@@ -146,6 +146,18 @@ impl Jwtproxy {
         Self::run(dir, port, &cfg)
     }
 
+    /// A jwtproxy verifier terminating TLS (`crt_file`, `key_file`) in front of `upstream`:
+    /// audience `https://127.0.0.1:<its port>`.
+    pub fn verifier_tls(keys: &Keys, upstream: &str, crt: &str, key: &str) -> Jwtproxy {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let cfg = format!(
+            "jwtproxy:\n  signer_proxy: {{ enabled: false }}\n  verifier_proxies:\n  - listen_addr: 127.0.0.1:{port}\n    crt_file: {crt}\n    key_file: {key}\n    verifier:\n      upstream: {upstream}\n      audience: https://127.0.0.1:{port}\n      key_server: {{ type: preshared, options: {{ issuer: svc-a, key_id: k1, public_key_path: {} }} }}\n",
+            keys.path("pub.pem")
+        );
+        Self::run(dir, port, &cfg)
+    }
+
     fn start(signer: &str) -> Jwtproxy {
         Self::start_in(tempfile::tempdir().unwrap(), signer)
     }

@@ -337,15 +337,6 @@ fn signer_proxy(
             Err(e) => problems.push(format!("{p}.shutdown_timeout"), e),
         }
     }
-    let mitm = sp.ca_key_file.is_some()
-        || sp.ca_crt_file.is_some()
-        || !sp.trusted_certificates.is_empty()
-        || sp.insecure_skip_verify.is_some();
-    if mitm {
-        notes.push(format!(
-            "{p}: ca_key_file/ca_crt_file/trusted_certificates/insecure_skip_verify are not used yet: CONNECT (HTTPS) is refused with 403, plain http:// requests are signed"
-        ));
-    }
     let sg = &sp.signer;
     let sgp = format!("{p}.signer");
     let mut signer = json!({
@@ -364,6 +355,24 @@ fn signer_proxy(
     }
     if let Some(n) = sg.nonce_length {
         signer["nonce_length"] = n.into();
+    }
+    // CONNECT + MITM: jwtproxy's CA and upstream trust, under authedge's names.
+    if let Some(k) = &sp.ca_key_file {
+        signer["ca_key"] = k.as_str().into();
+    }
+    if let Some(c) = &sp.ca_crt_file {
+        signer["ca_cert"] = c.as_str().into();
+    }
+    if !sp.trusted_certificates.is_empty() {
+        signer["trusted_certificates"] = sp.trusted_certificates.clone().into();
+    }
+    if let Some(b) = sp.insecure_skip_verify {
+        signer["insecure_skip_verify"] = b.into();
+    }
+    if sp.ca_key_file.is_none() && sp.ca_crt_file.is_none() {
+        notes.push(format!(
+            "{p}: no ca_key_file/ca_crt_file: CONNECT (HTTPS) is refused with 403, as jwtproxy does"
+        ));
     }
     parts.signer = Some(signer);
 }
@@ -578,8 +587,7 @@ jwtproxy:
           key_server: { type: keyregistry, options: { registry: "http://reg.internal:8080/" } }
 "#;
         let (cfg, notes) = translate(text).unwrap();
-        assert_eq!(notes.len(), 1, "{notes:?}");
-        assert!(notes[0].contains("CONNECT"), "{notes:?}");
+        assert!(notes.is_empty(), "{notes:?}");
         assert_eq!(cfg.listeners.len(), 1);
         let s = cfg.signer.as_ref().unwrap();
         assert_eq!((s.issuer.as_str(), s.nonce_length), ("svc-b", 40));
@@ -637,7 +645,8 @@ jwtproxy:
 "#;
         assert!(is_jwtproxy(text));
         let (cfg, notes) = translate(text).unwrap();
-        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("CONNECT"), "{notes:?}");
         assert_eq!(cfg.listeners.len(), 3);
         assert_eq!(cfg.listeners[0].address.as_deref(), Some("0.0.0.0:8080"));
         assert_eq!(
