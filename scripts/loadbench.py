@@ -122,6 +122,9 @@ def b64url(b):
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 
 
+JWT_ISS, JWT_AUD = "https://issuer.bench", "bench"
+
+
 def mint_rs256(work):
     """An RS256 token signed with a fresh 2048-bit key (openssl CLI); the edge gets the public key."""
     key, pub = f"{work}/jwt-key.pem", f"{work}/jwt-pub.pem"
@@ -130,7 +133,7 @@ def mint_rs256(work):
     subprocess.run(["openssl", "pkey", "-in", key, "-pubout", "-out", pub], check=True, capture_output=True)
     now = int(time.time())
     header = b64url(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
-    claims = b64url(json.dumps({"iss": "https://issuer.bench", "aud": "bench", "sub": "bench-client",
+    claims = b64url(json.dumps({"iss": JWT_ISS, "aud": JWT_AUD, "sub": "bench-client",
                                 "iat": now, "exp": now + 3600}).encode())
     signing_input = f"{header}.{claims}".encode()
     sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key], input=signing_input,
@@ -251,6 +254,42 @@ http {{ access_log off; keepalive_requests 1000000;
         cfg = cfg.replace("{upstream}", str(up)).replace("{dir}", work)
         cfg = cfg.replace("{signed_pub}", os.path.abspath(SIGNED_PUB))
         jwt = mint_rs256(work)
+        # HAProxy's own JWT check (jwt_verify, 2.5+), its own process with one thread: RS256
+        # against the same static public key as authedge's jwt route, alg, iss, aud and exp
+        # checked (exp against date()), Authorization removed before the upstream. HAProxy has
+        # no JWKS, so a static PEM is its best case. Every refusal is a 401.
+        hap_jwt = free_port()
+        with open(f"{work}/haproxy-jwt.cfg", "w") as f:
+            f.write(f"""global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend f_jwt
+  bind 127.0.0.1:{hap_jwt}
+  http-request deny deny_status 401 unless {{ http_auth_bearer -m found }}
+  http-request set-var(txn.alg) http_auth_bearer,jwt_header_query('$.alg')
+  http-request set-var(txn.iss) http_auth_bearer,jwt_payload_query('$.iss')
+  http-request set-var(txn.aud) http_auth_bearer,jwt_payload_query('$.aud')
+  http-request set-var(txn.exp) http_auth_bearer,jwt_payload_query('$.exp','int')
+  http-request set-var(txn.now) date()
+  http-request deny deny_status 401 unless {{ var(txn.alg) -m str RS256 }}
+  http-request deny deny_status 401 unless {{ var(txn.iss) -m str {JWT_ISS} }}
+  http-request deny deny_status 401 unless {{ var(txn.aud) -m str {JWT_AUD} }}
+  http-request deny deny_status 401 unless {{ var(txn.exp),sub(txn.now) -m int gt 0 }}
+  http-request deny deny_status 401 unless {{ http_auth_bearer,jwt_verify(txn.alg,"{work}/jwt-pub.pem") -m int 1 }}
+  http-request del-header Authorization
+  default_backend b
+backend b
+  http-reuse always
+  server s1 127.0.0.1:{up}
+""")
+        haproxy_jwt = subprocess.Popen(["haproxy", "-f", f"{work}/haproxy-jwt.cfg"])
+        procs.append(haproxy_jwt)
         bench_hash = subprocess.run([BIN, "hash-password"], input=b"bench-password\n", check=True,
                                     capture_output=True).stdout.decode().strip()
         cfg = cfg.replace("{bench_hash}", bench_hash)
@@ -331,7 +370,7 @@ signer:
             shared = subprocess.Popen([BIN, "run", "--config", f"{work}/shared.yaml"], stdout=subprocess.DEVNULL,
                                       env={**os.environ, "RUST_LOG": "warn"})
             procs.append(shared)
-        for p in (up, hap, hap_tls, ngp, edge_port, edge_tls, metrics_port) + ((barep,) if bare else ()) + \
+        for p in (up, hap, hap_tls, hap_jwt, ngp, edge_port, edge_tls, metrics_port) + ((barep,) if bare else ()) + \
                 ((shared_port, shared_metrics) if shared else ()) + ((jport, jsport, asport) if jwtproxy else ()):
             wait_port(p)
         if shared:
@@ -363,6 +402,8 @@ signer:
             ("upstream direct", f"http://127.0.0.1:{up}/", [], []),
             ("haproxy proxy", f"http://127.0.0.1:{hap}/public", [], tree(haproxy.pid)),
             ("nginx proxy", f"http://127.0.0.1:{ngp}/public", [], tree(nginx_proxy.pid)),
+            ("haproxy jwt_verify", f"http://127.0.0.1:{hap_jwt}/jwt", [f"Authorization: Bearer {jwt}"],
+             tree(haproxy_jwt.pid)),
         ] + ([("pingora bare proxy", f"http://127.0.0.1:{barep}/public", [], [bare.pid])] if bare else []) + [
             ("authedge public", f"http://127.0.0.1:{edge_port}/public", [], [edge.pid]),
         ] + [(s["name"], f"http://127.0.0.1:{edge_port}{s['path']}", s["headers"], [edge.pid]) for s in scenarios] \
@@ -469,6 +510,10 @@ signer:
                 q = statistics.quantiles(ratios, n=4)
                 print(f"  {sc['name']:<22} vs public: median {statistics.median(ratios):.3f} "
                       f"(quartiles {q[0]:.3f}-{q[2]:.3f})")
+        a, h = (next(r for r in results if r["name"] == n) for n in ("authedge jwt RS256", "haproxy jwt_verify"))
+        print(f"\njwt RS256 (target authedge >= 1.5x HAProxy jwt_verify): authedge {a['rps']:.0f} req/s "
+              f"{a['cpu_us'] or 0:.1f} us CPU/req, HAProxy jwt_verify {h['rps']:.0f} req/s {h['cpu_us'] or 0:.1f} us CPU/req; "
+              f"ratio (median of per-round ratios) {ratio('authedge jwt RS256', 'haproxy jwt_verify'):.2f}")
         if signed:
             a, j = (next(r for r in results if r["name"] == n) for n in ("authedge signed", "jwtproxy verifier"))
             print(f"\nsigned requests, every one a fresh token (target authedge >= 3x jwtproxy): authedge "
