@@ -189,6 +189,44 @@ def opaque_token(port, path="/auth"):
         return json.load(r)["token"]
 
 
+def http_get(url, headers=()):
+    """(status, headers, body) of one GET, redirects not followed; status is a string on a
+    connection error."""
+    import http.client
+    from urllib.parse import urlsplit
+    u = urlsplit(url)
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    try:
+        c.request("GET", (u.path or "/") + (f"?{u.query}" if u.query else ""),
+                  headers=dict(h.split(": ", 1) for h in headers))
+        r = c.getresponse()
+        return r.status, r.headers, r.read()
+    except OSError as e:
+        return f"connection error ({e})", {}, b""
+    finally:
+        c.close()
+
+
+def tamper(token):
+    """The token with one character changed in the middle of its last part (a JWT's signature,
+    an opaque token's sealed body), never in a base64 tail whose bits may be padding."""
+    dot = token.rfind(".") + 1
+    i = dot + (len(token) - dot) // 2
+    return token[:i] + ("A" if token[i] != "A" else "B") + token[i + 1:]
+
+
+def sanity(url, good, bad):
+    """None when a real credential gets 200 and a tampered one 401/403 through this target, else
+    why not. `good`/`bad`: header lists."""
+    st, _, body = http_get(url, good)
+    if st != 200:
+        return f"a real credential got {st} ({body[:80]!r}), not 200"
+    st, _, body = http_get(url, bad)
+    if st not in (401, 403):
+        return f"a tampered credential got {st} ({body[:80]!r}), not 401/403"
+    return None
+
+
 def main():
     work = tempfile.mkdtemp(prefix="authedge-bench-")
     procs = []
@@ -417,6 +455,27 @@ signer:
             signed = {"authedge signed", "jwtproxy verifier"}
             targets += [("authedge signer", f"http://127.0.0.1:{asport}/", [], [edge_signer.pid]),
                         ("jwtproxy signer", f"http://127.0.0.1:{jsport}/", [], tree(jwtproxy_signer.pid))]
+        # Before timing: through every auth target, a real credential gets 200 and a tampered one
+        # 401/403. A target failing that is reported and left out, never timed as if it worked.
+        def bearer(h):
+            return [f"Authorization: Bearer {tamper(x.split('Bearer ', 1)[1])}" if x.startswith("Authorization: Bearer ")
+                    else x for x in h]
+        checks = {name: (headers, bearer(headers)) for name, _, headers, _ in targets
+                  if any(h.startswith("Authorization: Bearer ") for h in headers)}
+        for name in signed:
+            good, bad = _sign_chunk(2)
+            checks[name] = ([f"Authorization: Bearer {good}"], [f"Authorization: Bearer {tamper(bad)}"])
+        excluded = {}
+        for name, url, *_ in targets:
+            if name in checks:
+                why = sanity(url, *checks[name])
+                if why:
+                    excluded[name] = why
+                    print(f"  LEFT OUT {name}: {why}", file=sys.stderr)
+        targets = [t for t in targets if t[0] not in excluded]
+        signed -= set(excluded)
+        print(f"  sanity: {len(checks) - len(excluded)} of {len(checks)} auth targets give 200 for a real credential "
+              f"and 401/403 for a tampered one", file=sys.stderr)
         # Signer targets: wrk connects to the signer and sends absolute-form requests for this URL.
         proxied_target = f"http://127.0.0.1:{up}/"
         proxied = {"authedge signer", "jwtproxy signer"} if jwtproxy else set()
@@ -496,7 +555,7 @@ signer:
         if PAIRS:
             print(f"\npaired runs: {PAIRS} pairs of wrk -t1 -c{CONNS} -d{PAIR_SECONDS}s, public vs each auth route")
             public_url = f"http://127.0.0.1:{edge_port}/public"
-            for sc in scenarios:
+            for sc in (sc for sc in scenarios if sc["name"] not in excluded):
                 url = f"http://127.0.0.1:{edge_port}{sc['path']}"
                 ratios = []
                 for i in range(PAIRS):
@@ -510,11 +569,13 @@ signer:
                 q = statistics.quantiles(ratios, n=4)
                 print(f"  {sc['name']:<22} vs public: median {statistics.median(ratios):.3f} "
                       f"(quartiles {q[0]:.3f}-{q[2]:.3f})")
-        a, h = (next(r for r in results if r["name"] == n) for n in ("authedge jwt RS256", "haproxy jwt_verify"))
-        print(f"\njwt RS256 (target authedge >= 1.5x HAProxy jwt_verify): authedge {a['rps']:.0f} req/s "
+        have = {r["name"] for r in results}
+        if {"authedge jwt RS256", "haproxy jwt_verify"} <= have:
+          a, h = (next(r for r in results if r["name"] == n) for n in ("authedge jwt RS256", "haproxy jwt_verify"))
+          print(f"\njwt RS256 (target authedge >= 1.5x HAProxy jwt_verify): authedge {a['rps']:.0f} req/s "
               f"{a['cpu_us'] or 0:.1f} us CPU/req, HAProxy jwt_verify {h['rps']:.0f} req/s {h['cpu_us'] or 0:.1f} us CPU/req; "
               f"ratio (median of per-round ratios) {ratio('authedge jwt RS256', 'haproxy jwt_verify'):.2f}")
-        if signed:
+        if signed == {"authedge signed", "jwtproxy verifier"}:
             a, j = (next(r for r in results if r["name"] == n) for n in ("authedge signed", "jwtproxy verifier"))
             print(f"\nsigned requests, every one a fresh token (target authedge >= 3x jwtproxy): authedge "
                   f"{a['rps']:.0f} req/s {a['cpu_us'] or 0:.1f} us CPU/req, jwtproxy {j['rps']:.0f} req/s "
@@ -531,10 +592,15 @@ signer:
         if shared_targets:
             print("\nshared state (Redis) vs memory state, same routes, medians of per-round ratios (target >= 0.85):")
             for name, _, _, _, twin in shared_targets:
-                print(f"  {name:<22} / {twin:<18} {ratio(name, twin):.3f}")
+                if {name, twin} <= have:
+                  print(f"  {name:<22} / {twin:<18} {ratio(name, twin):.3f}")
         print("\nreq/s per round:")
         for name, *_ in targets:
             print(f"  {name:<22}" + " ".join(f"{r['rps']:>7.0f}" for r in runs[name]))
+        if excluded:
+            print("\nleft out (failed the sanity check):")
+            for name, why in excluded.items():
+                print(f"  {name:<22} {why}")
         bad = [r["name"] for r in results if r["errors"]] + sorted(set(pair_errors))
         if bad:
             print(f"non-2xx responses in: {', '.join(bad)}")
