@@ -71,6 +71,20 @@ def cpu_seconds(pids):
     return total / TICK
 
 
+def status_kb(pids, key):
+    """`key` (VmHWM: peak resident set, VmRSS: now) in kB from /proc/PID/status, summed over pids."""
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith(key + ":"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
 def wrk(url, headers=(), pids=(), seconds=None, tokens=None, proxied=None):
     cmd = ["wrk", "-t1", f"-c{CONNS}", f"-d{seconds or DURATION}s", "--latency"]
     for h in headers:
@@ -421,6 +435,9 @@ signer:
                 except OSError:
                     time.sleep(0.05)
 
+        # authedge's resident set after start, before any request.
+        idle_rss_kb = status_kb([edge.pid], "VmRSS")
+        print(f"  authedge idle RSS after start: {idle_rss_kb / 1024:.1f} MB", file=sys.stderr)
         scenarios = [
             {"name": "authedge jwt RS256", "path": "/jwt", "headers": [f"Authorization: Bearer {jwt}"]},
             {"name": "authedge opaque", "path": "/opaque", "headers": [f"Authorization: Bearer {opaque_token(edge_port)}"]},
@@ -476,6 +493,9 @@ signer:
         signed -= set(excluded)
         print(f"  sanity: {len(checks) - len(excluded)} of {len(checks)} auth targets give 200 for a real credential "
               f"and 401/403 for a tampered one", file=sys.stderr)
+        # Peak RSS per target: VmHWM over the process tree of the target's first process (the
+        # upstream nginx for the direct row), read at the end of the run.
+        rss_root = {name: (pids[0] if pids else procs[0].pid) for name, _, _, pids in targets}
         # Signer targets: wrk connects to the signer and sends absolute-form requests for this URL.
         proxied_target = f"http://127.0.0.1:{up}/"
         proxied = {"authedge signer", "jwtproxy signer"} if jwtproxy else set()
@@ -503,6 +523,7 @@ signer:
                 # tokens, which fails the run rather than passing cheaply).
                 used = max(runs[n][-1]["requests"] for n in signed)
                 need = max(need, int(used * 1.5) + 4 * CONNS)
+        peak_rss_kb = {name: status_kb(tree(pid), "VmHWM") for name, pid in rss_root.items()}
         results = []
         for name, *_ in targets:
             med = dict(sorted(runs[name], key=lambda r: r["rps"])[len(runs[name]) // 2])
@@ -511,6 +532,7 @@ signer:
             med["p99_ms"] = statistics.median(r["p99_ms"] for r in runs[name])
             med["errors"] = sum(r["errors"] for r in runs[name])
             med["name"] = name
+            med["peak_rss_kb"] = peak_rss_kb[name]
             results.append(med)
 
         def ratio(name, base):
@@ -518,13 +540,16 @@ signer:
 
         print(f"\nwrk -t1 -c{CONNS} -d{DURATION}s x {REPEATS} round-robin rounds; one worker per proxy; upstream nginx return 200")
         print("req/s, p99 and CPU: medians over rounds; ratios: medians of per-round ratios")
-        print(f"{'target':<22}{'req/s':>10}{'p99 ms':>9}{'CPU us/req':>12}{'vs haproxy':>12}{'vs pingora':>12}{'vs public':>11}")
+        print("peak RSS: VmHWM of the target's process tree after the rounds (authedge's routes share one process)")
+        print(f"{'target':<22}{'req/s':>10}{'p99 ms':>9}{'CPU us/req':>12}{'peak RSS MB':>13}{'vs haproxy':>12}{'vs pingora':>12}{'vs public':>11}")
         for r in results:
             cpu = f"{r['cpu_us']:.1f}" if r["cpu_us"] else "-"
             vh = ratio(r["name"], "haproxy proxy")
             vb = f"{ratio(r['name'], 'pingora bare proxy'):.2f}" if bare else "-"
             vp = ratio(r["name"], "authedge public")
-            print(f"{r['name']:<22}{r['rps']:>10.0f}{r['p99_ms']:>9.2f}{cpu:>12}{vh:>12.2f}{vb:>12}{vp:>11.2f}")
+            print(f"{r['name']:<22}{r['rps']:>10.0f}{r['p99_ms']:>9.2f}{cpu:>12}{r['peak_rss_kb'] / 1024:>13.1f}"
+                  f"{vh:>12.2f}{vb:>12}{vp:>11.2f}")
+        print(f"authedge idle RSS after start: {idle_rss_kb / 1024:.1f} MB")
         pair_errors = []
         # HTTP/2 over TLS: h2load against HAProxy and the edge's TLS listener (same certificate),
         # round-robin like the wrk rounds.
