@@ -203,6 +203,24 @@ def opaque_token(port, path="/auth"):
         return json.load(r)["token"]
 
 
+# (authedge route, peer, budget: the route's requests/s over the peer's at least this, or None:
+# reported only, note). Issue 16's budgets, and the earlier ones (jwt and opaque against the public
+# route, the Redis-shared state against memory state).
+RATIOS = [
+    ("authedge public", "pingora bare proxy", 0.97, "authedge's floor"),
+    ("authedge jwt RS256", "haproxy jwt_verify", 1.5, "static PEM, HAProxy's best case"),
+    ("authedge jwt RS256", "ooproxy", None, "static JWKS"),
+    ("authedge opaque", "proxyauth", 2.0, "ProxyAuth at PROXYAUTH_CONNS connections"),
+    ("authedge signed", "jwtproxy verifier", 3.0, "a fresh token per request"),
+    ("authedge signer", "jwtproxy signer", 3.0, None),
+    ("authedge jwt RS256", "authedge public", 0.90, None),
+    ("authedge opaque", "authedge public", 0.95, None),
+    ("authedge oidc", "authedge public", None, "a live session cookie"),
+    ("opaque redis", "authedge opaque", 0.85, "Redis-shared state vs memory"),
+    ("opaque+limit redis", "opaque+limit", 0.85, "Redis-shared state vs memory"),
+]
+
+
 def http_get(url, headers=()):
     """(status, headers, body) of one GET, redirects not followed; status is a string on a
     connection error."""
@@ -577,6 +595,7 @@ signer:
         # The budgets compare auth routes with the public route of the same edge. Many short back-to-
         # back pairs (alternating which side goes first) measure that ratio with less of the
         # machine's drift than the long rounds above.
+        pair_medians = {}
         if PAIRS:
             print(f"\npaired runs: {PAIRS} pairs of wrk -t1 -c{CONNS} -d{PAIR_SECONDS}s, public vs each auth route")
             public_url = f"http://127.0.0.1:{edge_port}/public"
@@ -591,34 +610,40 @@ signer:
                     if got["a"]["errors"] or got["p"]["errors"]:
                         pair_errors.append(sc["name"])
                     ratios.append(got["a"]["rps"] / got["p"]["rps"])
-                q = statistics.quantiles(ratios, n=4)
+                q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+                pair_medians[sc["name"]] = (statistics.median(ratios), q[0], q[2])
                 print(f"  {sc['name']:<22} vs public: median {statistics.median(ratios):.3f} "
                       f"(quartiles {q[0]:.3f}-{q[2]:.3f})")
-        have = {r["name"] for r in results}
-        if {"authedge jwt RS256", "haproxy jwt_verify"} <= have:
-          a, h = (next(r for r in results if r["name"] == n) for n in ("authedge jwt RS256", "haproxy jwt_verify"))
-          print(f"\njwt RS256 (target authedge >= 1.5x HAProxy jwt_verify): authedge {a['rps']:.0f} req/s "
-              f"{a['cpu_us'] or 0:.1f} us CPU/req, HAProxy jwt_verify {h['rps']:.0f} req/s {h['cpu_us'] or 0:.1f} us CPU/req; "
-              f"ratio (median of per-round ratios) {ratio('authedge jwt RS256', 'haproxy jwt_verify'):.2f}")
-        if signed == {"authedge signed", "jwtproxy verifier"}:
-            a, j = (next(r for r in results if r["name"] == n) for n in ("authedge signed", "jwtproxy verifier"))
-            print(f"\nsigned requests, every one a fresh token (target authedge >= 3x jwtproxy): authedge "
-                  f"{a['rps']:.0f} req/s {a['cpu_us'] or 0:.1f} us CPU/req, jwtproxy {j['rps']:.0f} req/s "
-                  f"{j['cpu_us'] or 0:.1f} us CPU/req; ratio (median of per-round ratios) "
-                  f"{ratio('authedge signed', 'jwtproxy verifier'):.2f}, CPU per request "
-                  f"{(j['cpu_us'] or 0) / (a['cpu_us'] or 1):.2f}x less")
-        if proxied:
-            a, j = (next(r for r in results if r["name"] == n) for n in ("authedge signer", "jwtproxy signer"))
-            print(f"signers, absolute-form requests signed and forwarded (target authedge >= 3x jwtproxy): authedge "
-                  f"{a['rps']:.0f} req/s {a['cpu_us'] or 0:.1f} us CPU/req, jwtproxy {j['rps']:.0f} req/s "
-                  f"{j['cpu_us'] or 0:.1f} us CPU/req; ratio (median of per-round ratios) "
-                  f"{ratio('authedge signer', 'jwtproxy signer'):.2f}, CPU per request "
-                  f"{(j['cpu_us'] or 0) / (a['cpu_us'] or 1):.2f}x less")
-        if shared_targets:
-            print("\nshared state (Redis) vs memory state, same routes, medians of per-round ratios (target >= 0.85):")
-            for name, _, _, _, twin in shared_targets:
-                if {name, twin} <= have:
-                  print(f"  {name:<22} / {twin:<18} {ratio(name, twin):.3f}")
+        # Every authedge route against its peer, with its budget: medians of per-round ratios
+        # (requests/s), and the peer's CPU per request over authedge's.
+        by_name = {r["name"]: r for r in results}
+        ratios = []
+        for route, peer, budget, note in RATIOS:
+            entry = {"route": route, "peer": peer, "budget": budget, "note": note, "method": "rounds"}
+            missing = [n for n in (route, peer) if n not in by_name]
+            if missing:
+                entry["value"] = None
+                entry["verdict"] = "n/a: " + ", ".join(
+                    f"{n} {'left out: ' + excluded[n] if n in excluded else 'not run'}" for n in missing)
+            else:
+                entry["value"] = ratio(route, peer)
+                a, b = by_name[route]["cpu_us"], by_name[peer]["cpu_us"]
+                entry["cpu_ratio"] = b / a if a and b else None
+                entry["verdict"] = "-" if budget is None else ("met" if entry["value"] >= budget else "NOT met")
+            ratios.append(entry)
+        for name, (med, q1, q3) in pair_medians.items():
+            budget = next((b for r, p, b, _ in RATIOS if r == name and p == "authedge public"), None)
+            ratios.append({"route": name, "peer": "authedge public", "budget": budget, "method": "pairs",
+                           "note": f"{PAIRS} paired runs, quartiles {q1:.3f}-{q3:.3f}", "value": med, "cpu_ratio": None,
+                           "verdict": "-" if budget is None else ("met" if med >= budget else "NOT met")})
+        print("\nratios: authedge route / peer, requests/s (median of per-round ratios; 'pairs': median of the paired runs)")
+        print(f"{'route':<22}{'peer':<22}{'method':>7}{'ratio':>8}{'budget':>9}{'peer CPU/ours':>15}  verdict")
+        for e in ratios:
+            v = f"{e['value']:.2f}" if e["value"] is not None else "-"
+            bud = f">={e['budget']:g}" if e["budget"] is not None else "-"
+            cr = f"{e['cpu_ratio']:.2f}" if e.get("cpu_ratio") else "-"
+            print(f"{e['route']:<22}{e['peer']:<22}{e['method']:>7}{v:>8}{bud:>9}{cr:>15}  {e['verdict']}"
+                  + (f"  ({e['note']})" if e.get("note") else ""))
         print("\nreq/s per round:")
         for name, *_ in targets:
             print(f"  {name:<22}" + " ".join(f"{r['rps']:>7.0f}" for r in runs[name]))
