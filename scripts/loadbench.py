@@ -14,7 +14,7 @@ measures every target back to back, so a slow spell on a shared machine (seen he
 target ranging 14k-24k requests/s between consecutive runs) hits both sides of a ratio.
 Only 127.0.0.1 is ever contacted.
 """
-import json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+import datetime, html, json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
 DURATION = int(os.environ.get("DURATION", "5"))
 REPEATS = int(os.environ.get("REPEATS", "7"))
@@ -26,6 +26,17 @@ BIN = sys.argv[1]
 # authedge is built on.
 BARE = sys.argv[2] if len(sys.argv) > 2 else None
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+# Where each run's JSON and SVG go (one pair per run, named by its UTC start time).
+RESULTS = os.environ.get("RESULTS_DIR", os.path.join(ROOT, "bench", "results"))
+# The build profile of BIN: PROFILE (set by loadbench.sh), else read from its path.
+PROFILE = os.environ.get("PROFILE") or next((p for p in ("dist", "release", "debug") if f"/{p}/" in BIN), "unknown")
+# A run that starts with the 1-minute load average above this is marked busy (its file names end
+# in -busy): its figures are not verdicts. LABEL adds a word of your own to the names.
+BUSY_LOAD = float(os.environ.get("BUSY_LOAD", "0.5"))
+LABEL = re.sub(r"[^A-Za-z0-9_.-]", "", os.environ.get("LABEL", ""))
+PROXYAUTH_CONNS = int(os.environ.get("PROXYAUTH_CONNS", "4"))
+PROXYAUTH_DURATION = int(os.environ.get("PROXYAUTH_DURATION", str(min(DURATION, 3))))
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -203,6 +214,72 @@ def opaque_token(port, path="/auth"):
         return json.load(r)["token"]
 
 
+def git_head():
+    try:
+        return subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def write_results(record):
+    """bench/results/<UTC start>[-busy][-LABEL].json and the .svg chart beside it."""
+    os.makedirs(RESULTS, exist_ok=True)
+    stem = record["started_utc"].replace("-", "").replace(":", "")
+    stem += ("-busy" if record["busy"] else "") + (f"-{record['label']}" if record["label"] else "")
+    json_path, svg_path = os.path.join(RESULTS, stem + ".json"), os.path.join(RESULTS, stem + ".svg")
+    with open(json_path, "w") as f:
+        json.dump(record, f, indent=1)
+        f.write("\n")
+    with open(svg_path, "w") as f:
+        f.write(svg_chart(record))
+    return json_path, svg_path
+
+
+def svg_chart(record):
+    """A self-contained SVG: two panels of horizontal bars, requests/s and CPU us per request per
+    target (authedge's rows in one colour, the peers' in another)."""
+    rows = record["targets"]
+    label_w, bar_w, row_h, top = 190, 300, 20, 56
+    panel_w = label_w + bar_w + 70
+    height = top + row_h * len(rows) + 40
+    width = 2 * panel_w + 20
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="white"/>']
+    title = (f"authedge load benchmark {record['started_utc']} - {record['profile']} build, "
+             f"{record['cores']} cores, load {record['load_average_start'][0]:.2f}"
+             + (" (BUSY: not a verdict)" if record["busy"] else "")
+             + f", wrk -c{record['params']['conns']} {record['params']['duration_s']}s x {record['params']['repeats']}")
+    out.append(f'<text x="10" y="18" font-size="13" font-weight="bold">{html.escape(title)}</text>')
+    for i, (key, head, fmt) in enumerate((("rps", "requests/s (median of rounds)", "{:,.0f}"),
+                                         ("cpu_us", "CPU us per request (lower is better)", "{:.1f}"))):
+        x0 = 10 + i * (panel_w + 10)
+        out.append(f'<text x="{x0}" y="{top - 12}" font-weight="bold">{head}</text>')
+        vals = sorted(r[key] for r in rows if r.get(key))
+        # One far-off value (ProxyAuth's CPU per request) would flatten every other bar: the scale
+        # stops at 4x the median, and a longer bar is cut with a white break, its value printed.
+        top_v = min(vals[-1], 4 * vals[len(vals) // 2]) if vals else 1
+        for j, r in enumerate(rows):
+            y = top + j * row_h
+            out.append(f'<text x="{x0 + label_w - 6}" y="{y + 14}" text-anchor="end">{html.escape(r["name"])}</text>')
+            v = r.get(key)
+            if not v:
+                out.append(f'<text x="{x0 + label_w + 4}" y="{y + 14}" fill="#888">-</text>')
+                continue
+            w = max(1, round(bar_w * min(v, top_v) / top_v))
+            colour = "#1f6fb4" if r["name"].startswith(("authedge", "opaque")) else "#b0b0b0"
+            out.append(f'<rect x="{x0 + label_w}" y="{y + 3}" width="{w}" height="{row_h - 6}" fill="{colour}"/>')
+            if v > top_v:
+                out.append(f'<rect x="{x0 + label_w + w - 24}" y="{y + 1}" width="5" height="{row_h - 2}" fill="white" '
+                           f'transform="skewX(-20)" transform-origin="{x0 + label_w + w - 22} {y + 10}"/>')
+            out.append(f'<text x="{x0 + label_w + w + 4}" y="{y + 14}">{fmt.format(v)}</text>')
+    out.append(f'<text x="10" y="{height - 12}" fill="#555">commit {html.escape(str(record["commit"])[:12])}; '
+               f'blue: authedge, grey: peers and references; one worker each, 127.0.0.1 only</text>')
+    out.append("</svg>\n")
+    return "\n".join(out)
+
+
 # (authedge route, peer, budget: the route's requests/s over the peer's at least this, or None:
 # reported only, note). Issue 16's budgets, and the earlier ones (jwt and opaque against the public
 # route, the Redis-shared state against memory state).
@@ -260,6 +337,10 @@ def sanity(url, good, bad):
 
 
 def main():
+    load_start = os.getloadavg()
+    t_start = time.time()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    peer_notes = {}
     work = tempfile.mkdtemp(prefix="authedge-bench-")
     procs = []
     try:
@@ -577,6 +658,7 @@ signer:
             ("authedge h2 jwt", f"https://127.0.0.1:{edge_tls}/jwt", [f"Authorization: Bearer {jwt}"], [edge.pid]),
         ]
         h2_runs = {name: [] for name, *_ in h2_targets}
+        h2_results = []
         if shutil.which("h2load"):
             for _ in range(REPEATS):
                 for name, url, headers, pids in order.sample(h2_targets, len(h2_targets)):
@@ -590,6 +672,8 @@ signer:
                 cpu = f"{cpus[len(cpus) // 2]:.1f}" if cpus else "-"
                 vh = statistics.median(a["rps"] / b["rps"] for a, b in zip(rs, h2_runs["haproxy h2"]))
                 print(f"{name:<22}{med['rps']:>10.0f}{cpu:>12}{vh:>15.2f}")
+                h2_results.append({"name": name, "rps": med["rps"], "cpu_us": cpus[len(cpus) // 2] if cpus else None,
+                                   "vs_haproxy_h2": vh, "rounds_rps": [r["rps"] for r in rs]})
                 if any(r["errors"] for r in rs):
                     pair_errors.append(name)
         # The budgets compare auth routes with the public route of the same edge. Many short back-to-
@@ -652,6 +736,36 @@ signer:
             for name, why in excluded.items():
                 print(f"  {name:<22} {why}")
         bad = [r["name"] for r in results if r["errors"]] + sorted(set(pair_errors))
+        load_end = os.getloadavg()
+        busy = load_start[0] > BUSY_LOAD
+        record = {
+            "started_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "seconds": round(time.time() - t_start, 1),
+            "commit": git_head(),
+            "cores": os.cpu_count(),
+            "load_average_start": list(load_start),
+            "load_average_end": list(load_end),
+            "busy": busy,
+            "label": LABEL or None,
+            "profile": PROFILE,
+            "binaries": {"authedge": BIN, "bare_proxy": BARE},
+            "params": {"duration_s": DURATION, "repeats": REPEATS, "conns": CONNS, "pairs": PAIRS,
+                       "pair_seconds": PAIR_SECONDS, "seed": int(os.environ.get("SEED", "1")),
+                       "proxyauth_conns": PROXYAUTH_CONNS, "proxyauth_duration_s": PROXYAUTH_DURATION},
+            "authedge_idle_rss_kb": idle_rss_kb,
+            "targets": [{**{k: r[k] for k in ("name", "rps", "p99_ms", "cpu_us", "peak_rss_kb", "errors")},
+                         "rounds_rps": [x["rps"] for x in runs[r["name"]]]} for r in results],
+            "ratios": ratios,
+            "left_out": excluded,
+            "peers": peer_notes,
+            "h2": h2_results,
+            "non_2xx_in": bad,
+        }
+        json_path, svg_path = write_results(record)
+        print(f"\nresults: {json_path}\nchart:   {svg_path}")
+        if busy:
+            print(f"note: the load average was {load_start[0]:.2f} at the start (> {BUSY_LOAD}): a busy machine, "
+                  "so these figures are not verdicts (the file names say -busy)")
         if bad:
             print(f"non-2xx responses in: {', '.join(bad)}")
             return 1
