@@ -96,8 +96,10 @@ def status_kb(pids, key):
     return total
 
 
-def wrk(url, headers=(), pids=(), seconds=None, tokens=None, proxied=None):
-    cmd = ["wrk", "-t1", f"-c{CONNS}", f"-d{seconds or DURATION}s", "--latency"]
+def wrk(url, headers=(), pids=(), seconds=None, tokens=None, proxied=None, conns=None, timeout=None):
+    cmd = ["wrk", "-t1", f"-c{conns or CONNS}", f"-d{seconds or DURATION}s", "--latency"]
+    if timeout:
+        cmd.append(f"--timeout={timeout}s")
     for h in headers:
         cmd += ["-H", h]
     if tokens:
@@ -214,6 +216,98 @@ def opaque_token(port, path="/auth"):
         return json.load(r)["token"]
 
 
+# Peers built from crates.io once, into their own cache (never the project's target directory).
+PEERS_DIR = os.environ.get("PEERS_DIR", os.path.expanduser("~/.cache/authedge/peers"))
+PEER_BUILD_TIMEOUT = int(os.environ.get("PEER_BUILD_TIMEOUT", "2700"))
+
+
+def cargo(args, root, cwd=None):
+    """`nice -n 10 cargo ARGS` with one build job (the machine is shared), building under
+    root/target; (ok, the tail of its output)."""
+    env = {**os.environ, "CARGO_BUILD_JOBS": "1", "CARGO_TARGET_DIR": os.path.join(root, "target")}
+    try:
+        r = subprocess.run(["nice", "-n", "10", "cargo", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                           timeout=PEER_BUILD_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return False, f"cargo {' '.join(args)}: gave up after {PEER_BUILD_TIMEOUT} s (PEER_BUILD_TIMEOUT)"
+    except OSError as e:
+        return False, f"cargo {' '.join(args)}: {e}"
+    tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-40:])
+    return r.returncode == 0, f"cargo {' '.join(args)} (exit {r.returncode}):\n{tail}"
+
+
+def installed_version(root, crate):
+    try:
+        with open(os.path.join(root, ".crates.toml")) as f:
+            m = re.search(rf'"{crate} ([^ ]+) ', f.read())
+        return m.group(1) if m else None
+    except OSError:
+        return None
+
+
+def peer_binary(crate, version, fallback=None, locked=True):
+    """The peer's binary under PEERS_DIR/<crate>/bin, built once with `cargo install` (reused
+    while it exists). On failure (after `fallback(root)`, if given, also failed) the error goes to
+    PEERS_DIR/<crate>/build-failed.txt and later runs skip the build until that file is deleted.
+    Returns (path or None, a note for the run's record); prints what happened once."""
+    root = os.path.join(PEERS_DIR, crate)
+    binary, failed = os.path.join(root, "bin", crate), os.path.join(root, "build-failed.txt")
+    if os.path.exists(binary):
+        return binary, {"status": "reused", "binary": binary, "version": installed_version(root, crate) or version}
+    if os.path.exists(failed):
+        with open(failed) as f:
+            first = f.readline().strip()
+        print(f"  {crate}: left out: its build failed before ({first}; see {failed}, delete it to try again)",
+              file=sys.stderr)
+        return None, {"status": "build failed", "why": first, "log": failed}
+    if os.environ.get("BUILD_PEERS", "1") == "0":
+        print(f"  {crate}: left out: not built yet and BUILD_PEERS=0", file=sys.stderr)
+        return None, {"status": "not built (BUILD_PEERS=0)"}
+    os.makedirs(root, exist_ok=True)
+    spec = f"{crate}@{version}" if version else crate
+    lock = ["--locked"] if locked else []
+    print(f"  {crate}: building it once: cargo install {' '.join(lock + [spec])} --root {root} (nice, one job; "
+          f"this takes minutes)", file=sys.stderr)
+    t0 = time.time()
+    ok, log = cargo(["install", *lock, spec, "--root", root], root)
+    how = " ".join(["cargo install"] + lock)
+    if not ok and fallback:
+        print(f"  {crate}: cargo install failed; trying the fallback build", file=sys.stderr)
+        ok, log2 = fallback(root)
+        log += "\n\n" + log2
+        how = "fallback"
+    shutil.rmtree(os.path.join(root, "target"), ignore_errors=True)
+    if ok and os.path.exists(binary):
+        print(f"  {crate}: built in {time.time() - t0:.0f} s ({how})", file=sys.stderr)
+        return binary, {"status": f"built ({how})", "binary": binary, "version": installed_version(root, crate) or version}
+    last = next((line for line in reversed(log.splitlines()) if line.strip().startswith("error")), log.splitlines()[-1])
+    with open(failed, "w") as f:
+        f.write(f"{last.strip()}\n\n{log}\n")
+    print(f"  {crate}: left out: it does not build ({last.strip()}; whole log in {failed})", file=sys.stderr)
+    return None, {"status": "build failed", "why": last.strip(), "log": failed}
+
+
+def ooproxy_fallback(root):
+    """ooproxy 1.0.3 pins ring 0.13.5, whose build script no longer builds with today's `cc`: its
+    crates.io source (unpacked by the failed install) built with `cc` held at 1.0.79."""
+    import glob
+    srcs = sorted(glob.glob(os.path.expanduser("~/.cargo/registry/src/*/ooproxy-1.0.3")))
+    if not srcs:
+        return False, "fallback: no ooproxy-1.0.3 source under ~/.cargo/registry/src"
+    src = os.path.join(root, "ooproxy-1.0.3")
+    shutil.rmtree(src, ignore_errors=True)
+    shutil.copytree(srcs[0], src)
+    logs = []
+    for args in (["generate-lockfile"], ["update", "-p", "cc", "--precise", "1.0.79"], ["build", "--release"]):
+        ok, log = cargo(args, root, cwd=src)
+        logs.append(log)
+        if not ok:
+            return False, "fallback:\n" + "\n".join(logs)
+    os.makedirs(os.path.join(root, "bin"), exist_ok=True)
+    shutil.copy2(os.path.join(root, "target", "release", "ooproxy"), os.path.join(root, "bin", "ooproxy"))
+    return True, "fallback (cc 1.0.79):\n" + "\n".join(logs)
+
+
 def git_head():
     try:
         return subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -298,15 +392,15 @@ RATIOS = [
 ]
 
 
-def http_get(url, headers=()):
-    """(status, headers, body) of one GET, redirects not followed; status is a string on a
+def http_get(url, headers=(), method="GET", body=None):
+    """(status, headers, body) of one request, redirects not followed; status is a string on a
     connection error."""
     import http.client
     from urllib.parse import urlsplit
     u = urlsplit(url)
     c = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
     try:
-        c.request("GET", (u.path or "/") + (f"?{u.query}" if u.query else ""),
+        c.request(method, (u.path or "/") + (f"?{u.query}" if u.query else ""), body=body,
                   headers=dict(h.split(": ", 1) for h in headers))
         r = c.getresponse()
         return r.status, r.headers, r.read()
@@ -322,6 +416,127 @@ def tamper(token):
     dot = token.rfind(".") + 1
     i = dot + (len(token) - dot) // 2
     return token[:i] + ("A" if token[i] != "A" else "B") + token[i + 1:]
+
+
+OIDC_DIR = os.path.join(ROOT, "tests", "fixtures", "oidc-provider")
+
+
+def start_oidc_provider(port, edge_port, work):
+    """The provider fixture (tests/fixtures/oidc-provider: the oidc-provider npm package, as the
+    oidc tests run it) on `port`, with the confidential client `web` for the edge's callback;
+    `npm ci` first when its node_modules is missing. (process, issuer) or (None, why not)."""
+    if not (shutil.which("node") and shutil.which("npm")):
+        return None, "no node/npm (Debian: nodejs npm)"
+    if not os.path.exists(os.path.join(OIDC_DIR, "node_modules", "oidc-provider", "package.json")):
+        r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=OIDC_DIR, capture_output=True, text=True)
+        if r.returncode:
+            return None, f"npm ci in {OIDC_DIR} failed: {(r.stdout + r.stderr).strip()[-300:]}"
+    clients = [{"client_id": "web", "client_secret": "secret-web",
+                "redirect_uris": [f"http://127.0.0.1:{edge_port}/oauth2/callback"],
+                "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"]}]
+    proc = subprocess.Popen(["node", "server.js", str(port)], cwd=OIDC_DIR, stdout=subprocess.PIPE,
+                            stderr=open(f"{work}/oidc-provider.log", "w"), text=True,
+                            env={**os.environ, "OIDC_CLIENTS": json.dumps(clients)})
+    line = proc.stdout.readline()
+    if not line.startswith("listening on "):
+        proc.kill()
+        return None, f"the provider fixture did not start ({line.strip()!r}; see its log)"
+    # Keep draining its stdout so it never blocks on a full pipe.
+    import threading
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+    return proc, line.split(" ", 2)[2].strip()
+
+
+def set_cookies(headers):
+    out = []
+    for v in headers.get_all("Set-Cookie") or []:
+        pair = v.split(";", 1)[0]
+        if "=" in pair:
+            n, val = pair.split("=", 1)
+            out.append((n.strip(), val.strip()))
+    return out
+
+
+def oidc_login(edge, issuer, login="bench"):
+    """A whole login over plain HTTP, as tests/oidc/login.rs walks it: the edge's
+    /oauth2/start, the provider's login and consent forms, the edge's callback. Returns the
+    session's `Cookie` header value."""
+    from urllib.parse import urlencode, urljoin
+    st, h, _ = http_get(f"{edge}/oauth2/start?rd=%2Foidc", ["Accept: text/html"])
+    if st != 302:
+        raise RuntimeError(f"/oauth2/start answered {st}")
+    flow = "; ".join(f"{n}={v}" for n, v in set_cookies(h) if n.endswith("_flow"))
+    url, jar = h["Location"], {}
+
+    def call(url, form=None):
+        hdrs = [f"Cookie: {'; '.join(f'{k}={v}' for k, v in jar.items())}"] if jar else []
+        if form is not None:
+            hdrs.append("Content-Type: application/x-www-form-urlencoded")
+        st, h, body = http_get(url, hdrs, "POST" if form is not None else "GET",
+                               urlencode(form) if form is not None else None)
+        for n, v in set_cookies(h) if h else []:
+            if v:
+                jar[n] = v
+            else:
+                jar.pop(n, None)
+        return st, h, body.decode(errors="replace")
+
+    for _ in range(12):
+        if url.startswith(edge):
+            break
+        st, h, body = call(url)
+        if isinstance(st, int) and 300 <= st < 400:
+            url = urljoin(issuer + "/", h["Location"])
+            continue
+        if st != 200 or "<form" not in body:
+            raise RuntimeError(f"provider page {url} answered {st}")
+        form = body[body.index("<form"):]
+        action = urljoin(issuer + "/", form[form.index('action="') + 8:].split('"', 1)[0].replace("&amp;", "&"))
+        fields = ({"prompt": "login", "login": login, "password": "x"} if 'name="login"' in body
+                  else {"prompt": "consent"})
+        st, h, _ = call(action, fields)
+        if not (isinstance(st, int) and 300 <= st < 400):
+            raise RuntimeError(f"provider form {action} answered {st}")
+        url = urljoin(issuer + "/", h["Location"])
+    else:
+        raise RuntimeError("the provider never redirected back to the edge")
+    st, h, _ = http_get(url, [f"Cookie: {flow}"])
+    if st != 302:
+        raise RuntimeError(f"the edge's callback answered {st}")
+    session = "; ".join(f"{n}={v}" for n, v in set_cookies(h) if not n.endswith("_flow") and v)
+    if not session:
+        raise RuntimeError("the callback set no session cookie")
+    return session
+
+
+def serve_jwks(pub_pem, issuer):
+    """A static OpenID discovery document and JWKS (the RS256 public key, `alg` set, no `kid`) on
+    a free 127.0.0.1 port, from a thread of this process; returns that port."""
+    import http.server, threading
+    from cryptography.hazmat.primitives import serialization
+    with open(pub_pem, "rb") as f:
+        nums = serialization.load_pem_public_key(f.read()).public_numbers()
+
+    def b64int(i):
+        return b64url(i.to_bytes((i.bit_length() + 7) // 8, "big"))
+    port = free_port()
+    docs = {"/.well-known/openid-configuration": {"issuer": issuer, "jwks_uri": f"http://127.0.0.1:{port}/jwks"},
+            "/jwks": {"keys": [{"kty": "RSA", "alg": "RS256", "use": "sig", "n": b64int(nums.n), "e": b64int(nums.e)}]}}
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps(docs.get(self.path.split("?")[0], {})).encode()
+            self.send_response(200 if self.path.split("?")[0] in docs else 404)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return port
 
 
 def sanity(url, good, bad):
@@ -341,6 +556,8 @@ def main():
     t_start = time.time()
     started = datetime.datetime.now(datetime.timezone.utc)
     peer_notes = {}
+    proxyauth_bin, peer_notes["proxyauth"] = peer_binary("proxyauth", None)
+    ooproxy_bin, peer_notes["ooproxy"] = peer_binary("ooproxy", "1.0.3", fallback=ooproxy_fallback, locked=False)
     work = tempfile.mkdtemp(prefix="authedge-bench-")
     procs = []
     try:
@@ -444,8 +661,33 @@ backend b
         bench_hash = subprocess.run([BIN, "hash-password"], input=b"bench-password\n", check=True,
                                     capture_output=True).stdout.decode().strip()
         cfg = cfg.replace("{bench_hash}", bench_hash)
+        # The oidc route: the provider fixture on its own port, the edge's callback registered.
+        oidc_proc, op_port = None, free_port()
+        oidc_proc, issuer_or_why = start_oidc_provider(op_port, edge_port, work)
+        oidc_block = oidc_route = ""
+        if oidc_proc:
+            procs.append(oidc_proc)
+            oidc_block = f"""oidc:
+  bench:
+    issuer: "{issuer_or_why}"
+    client_id: web
+    client_secret: {{ value: secret-web }}
+    scopes: [openid, email, profile]
+    cookie_secrets: [ {{ id: k1, secret: {{ value: "loadbench-cookie-secret-0123456789abcdef" }} }} ]
+    cookie_secure: false
+    email_domains: [example.com]
+"""
+            oidc_route = """  - id: oidc
+    path: /oidc
+    upstream: fast
+    auth: [ { type: oidc, provider: bench } ]
+"""
+            peer_notes["oidc-provider"] = {"status": "started", "issuer": issuer_or_why}
+        else:
+            peer_notes["oidc-provider"] = {"status": "not started", "why": issuer_or_why}
+            print(f"  authedge oidc: left out: {issuer_or_why}", file=sys.stderr)
         with open(f"{work}/authedge.yaml", "w") as f:
-            f.write(cfg.replace("{state}", ""))
+            f.write(cfg.replace("{state}", "").replace("{oidc}", oidc_block).replace("{oidc_route}", oidc_route))
         edge = subprocess.Popen([BIN, "run", "--config", f"{work}/authedge.yaml"], stdout=subprocess.DEVNULL,
                                 env={**os.environ, "RUST_LOG": "warn"})
         procs.append(edge)
@@ -500,6 +742,49 @@ signer:
             procs.append(edge_signer)
         else:
             print(f"  note: no jwtproxy at {jwtproxy_bin}: the signed comparison is left out", file=sys.stderr)
+        # ProxyAuth (seed 001): its config/config.json and config/routes.yml (read from its working
+        # directory) written here: one worker, the bench user with a plaintext password (ProxyAuth
+        # hashes it with Argon2 at start and rewrites the file), rate limits far above what it
+        # reaches, one secure route to the same upstream. `cert: {}`: without it ProxyAuth reads a
+        # client certificate from "" on every request and answers 500.
+        proxyauth = None
+        if proxyauth_bin:
+            pa_port = free_port()
+            pa_dir = f"{work}/proxyauth"
+            os.makedirs(f"{pa_dir}/config")
+            with open(f"{pa_dir}/config/config.json", "w") as f:
+                json.dump({"token_expiry_seconds": 3600, "secret": "loadbench-proxyauth-secret-0123456789",
+                           "host": "127.0.0.1", "port": pa_port, "worker": 1,
+                           # block_delay is its refill period in ms (1: 1,000 a second per user) on a
+                           # burst of 10^9; auth must not be 0 (0 drops /auth's limiter, untested).
+                           "ratelimit": {"requests_per_second": 1000000, "burst": 1000000000, "block_delay": 1,
+                                         "auth": 1000, "block_delay_auth": 1},
+                           "users": [{"username": "bench", "password": "bench-password"}]}, f, indent=1)
+            with open(f"{pa_dir}/config/routes.yml", "w") as f:
+                f.write(f"""routes:
+  - prefix: "/opaque"
+    target: "http://127.0.0.1:{up}"
+    username: ["bench"]
+    secure: true
+    cert: {{}}
+""")
+            proxyauth = subprocess.Popen([proxyauth_bin], cwd=pa_dir, stdout=subprocess.DEVNULL,
+                                         stderr=open(f"{work}/proxyauth.log", "w"), env={**os.environ, "RUST_LOG": "error"})
+            procs.append(proxyauth)
+        # ooproxy (seed 000): its environment, as its README gives it, against a static JWKS served
+        # here (its discovery's issuer is the token's), audience checked, one worker.
+        ooproxy = None
+        if ooproxy_bin:
+            oo_port = free_port()
+            jwks_port = serve_jwks(f"{work}/jwt-pub.pem", JWT_ISS)
+            os.makedirs(f"{work}/ooproxy")
+            ooproxy = subprocess.Popen([ooproxy_bin], cwd=f"{work}/ooproxy", stdout=subprocess.DEVNULL,
+                                       stderr=open(f"{work}/ooproxy.log", "w"),
+                                       env={**os.environ, "LISTEN_URL": f"127.0.0.1:{oo_port}",
+                                            "PROVIDER_URL": f"http://127.0.0.1:{jwks_port}",
+                                            "UPSTREAM_URL": f"http://127.0.0.1:{up}", "AUDIENCE": json.dumps(JWT_AUD),
+                                            "NUM_WORKERS": "1", "RUST_LOG": "error"})
+            procs.append(ooproxy)
         # A second instance, identical but for its state in a local redis-server (revocations
         # mirrored through pub/sub, rate limits one Lua step per request).
         shared = None
@@ -515,6 +800,7 @@ signer:
             scfg = scfg.replace(f"{work}/authedge.pid", f"{work}/shared.pid")
             scfg = scfg.replace(f"{work}/authedge-upgrade.sock", f"{work}/shared-upgrade.sock")
             scfg = scfg.replace("{state}", f"state: {{ redis: {{ url: \"redis://127.0.0.1:{rport}/0\", timeout: 50ms }} }}\n")
+            scfg = scfg.replace("{oidc}", "").replace("{oidc_route}", "")
             with open(f"{work}/shared.yaml", "w") as f:
                 f.write(scfg)
             wait_port(rport)
@@ -524,6 +810,24 @@ signer:
         for p in (up, hap, hap_tls, hap_jwt, ngp, edge_port, edge_tls, metrics_port) + ((barep,) if bare else ()) + \
                 ((shared_port, shared_metrics) if shared else ()) + ((jport, jsport, asport) if jwtproxy else ()):
             wait_port(p)
+        if ooproxy:
+            try:
+                wait_port(oo_port)
+            except SystemExit:
+                with open(f"{work}/ooproxy.log") as f:
+                    why = f"never listened: {f.read()[-300:]!r}"
+                peer_notes["ooproxy"]["run"] = why
+                print(f"  ooproxy: left out: {why}", file=sys.stderr)
+                ooproxy = None
+        if proxyauth:
+            try:
+                wait_port(pa_port)
+            except SystemExit:
+                with open(f"{work}/proxyauth.log") as f:
+                    why = f"never listened: {f.read()[-300:]!r}"
+                peer_notes["proxyauth"]["run"] = why
+                print(f"  proxyauth: left out: {why}", file=sys.stderr)
+                proxyauth = None
         if shared:
             end = time.time() + 20
             while time.time() < end:
@@ -534,6 +838,10 @@ signer:
                 except OSError:
                     time.sleep(0.05)
 
+        if oidc_proc:
+            end = time.time() + 20
+            while time.time() < end and http_get(f"http://127.0.0.1:{metrics_port}/readyz")[0] != 200:
+                time.sleep(0.1)
         # authedge's resident set after start, before any request.
         idle_rss_kb = status_kb([edge.pid], "VmRSS")
         print(f"  authedge idle RSS after start: {idle_rss_kb / 1024:.1f} MB", file=sys.stderr)
@@ -562,6 +870,32 @@ signer:
             ("authedge public", f"http://127.0.0.1:{edge_port}/public", [], [edge.pid]),
         ] + [(s["name"], f"http://127.0.0.1:{edge_port}{s['path']}", s["headers"], [edge.pid]) for s in scenarios] \
           + [t[:4] for t in shared_targets]
+        if ooproxy:
+            targets.append(("ooproxy", f"http://127.0.0.1:{oo_port}/jwt", [f"Authorization: Bearer {jwt}"],
+                            tree(ooproxy.pid)))
+        oidc_check = None
+        if oidc_proc:
+            try:
+                session = oidc_login(f"http://127.0.0.1:{edge_port}", issuer_or_why)
+                targets.append(("authedge oidc", f"http://127.0.0.1:{edge_port}/oidc", [f"Cookie: {session}"], [edge.pid]))
+                oidc_check = ([f"Cookie: {session}"],
+                              ["Cookie: " + "; ".join(f"{n}={tamper(v)}" for n, v in
+                                                      (c.split("=", 1) for c in session.split("; ")))])
+            except (RuntimeError, KeyError, ValueError) as e:
+                peer_notes["oidc-provider"]["login"] = f"failed: {e}"
+                print(f"  authedge oidc: left out: the login failed ({e})", file=sys.stderr)
+        # ProxyAuth answers a few requests a second (it builds an HTTP client per request): few
+        # connections and a short bounded run keep the rounds bounded.
+        slow = {}
+        if proxyauth:
+            try:
+                pa_token = opaque_token(pa_port)
+                targets.append(("proxyauth", f"http://127.0.0.1:{pa_port}/opaque", [f"Authorization: Bearer {pa_token}"],
+                                tree(proxyauth.pid)))
+                slow["proxyauth"] = {"conns": PROXYAUTH_CONNS, "seconds": PROXYAUTH_DURATION, "timeout": 10}
+            except (OSError, ValueError, KeyError) as e:
+                peer_notes["proxyauth"]["run"] = f"no token from its /auth: {e}"
+                print(f"  proxyauth: left out: no token from its /auth ({e})", file=sys.stderr)
         # Targets whose every request needs a fresh token: the same tokens go to both (each has
         # its own nonce store), fresh ones every round.
         signed = set()
@@ -578,6 +912,8 @@ signer:
                     else x for x in h]
         checks = {name: (headers, bearer(headers)) for name, _, headers, _ in targets
                   if any(h.startswith("Authorization: Bearer ") for h in headers)}
+        if oidc_check:
+            checks["authedge oidc"] = oidc_check
         for name in signed:
             good, bad = _sign_chunk(2)
             checks[name] = ([f"Authorization: Bearer {good}"], [f"Authorization: Bearer {tamper(bad)}"])
@@ -616,7 +952,7 @@ signer:
                 print(f"  round {rnd + 1}: {need} fresh tokens signed in {time.time() - t0:.1f}s", file=sys.stderr)
             for name, url, headers, pids in order.sample(targets, len(targets)):
                 runs[name].append(wrk(url, headers, pids, tokens=tokens if name in signed else None,
-                                      proxied=proxied_target if name in proxied else None))
+                                      proxied=proxied_target if name in proxied else None, **slow.get(name, {})))
             if signed:
                 # Enough for the next round: 1.5x what the faster side used (a shortfall replays
                 # tokens, which fails the run rather than passing cheaply).
