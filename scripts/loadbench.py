@@ -236,6 +236,12 @@ def cargo(args, root, cwd=None):
     return r.returncode == 0, f"cargo {' '.join(args)} (exit {r.returncode}):\n{tail}"
 
 
+def first_error(log):
+    """The first `error...` line of a cargo log (the last line when there is none)."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    return next((line for line in lines if line.startswith("error")), lines[-1] if lines else "no output")
+
+
 def installed_version(root, crate):
     try:
         with open(os.path.join(root, ".crates.toml")) as f:
@@ -253,7 +259,12 @@ def peer_binary(crate, version, fallback=None, locked=True):
     root = os.path.join(PEERS_DIR, crate)
     binary, failed = os.path.join(root, "bin", crate), os.path.join(root, "build-failed.txt")
     if os.path.exists(binary):
-        return binary, {"status": "reused", "binary": binary, "version": installed_version(root, crate) or version}
+        note = {"status": "reused", "binary": binary, "version": installed_version(root, crate) or version}
+        if os.path.exists(os.path.join(root, "built-by-fallback.txt")):
+            with open(os.path.join(root, "built-by-fallback.txt")) as f:
+                note["install_error"] = f.readline().strip()
+            note["status"] = "reused (built by the fallback)"
+        return binary, note
     if os.path.exists(failed):
         with open(failed) as f:
             first = f.readline().strip()
@@ -271,16 +282,23 @@ def peer_binary(crate, version, fallback=None, locked=True):
     t0 = time.time()
     ok, log = cargo(["install", *lock, spec, "--root", root], root)
     how = " ".join(["cargo install"] + lock)
+    install_error = None
     if not ok and fallback:
-        print(f"  {crate}: cargo install failed; trying the fallback build", file=sys.stderr)
+        install_error = first_error(log)
+        print(f"  {crate}: cargo install failed ({install_error}); trying the fallback build", file=sys.stderr)
         ok, log2 = fallback(root)
         log += "\n\n" + log2
         how = "fallback"
     shutil.rmtree(os.path.join(root, "target"), ignore_errors=True)
     if ok and os.path.exists(binary):
         print(f"  {crate}: built in {time.time() - t0:.0f} s ({how})", file=sys.stderr)
-        return binary, {"status": f"built ({how})", "binary": binary, "version": installed_version(root, crate) or version}
-    last = next((line for line in reversed(log.splitlines()) if line.strip().startswith("error")), log.splitlines()[-1])
+        note = {"status": f"built ({how})", "binary": binary, "version": installed_version(root, crate) or version}
+        if install_error:
+            note["install_error"] = install_error
+            with open(os.path.join(root, "built-by-fallback.txt"), "w") as f:
+                f.write(f"{install_error}\n\n{log}\n")
+        return binary, note
+    last = first_error(log)
     with open(failed, "w") as f:
         f.write(f"{last.strip()}\n\n{log}\n")
     print(f"  {crate}: left out: it does not build ({last.strip()}; whole log in {failed})", file=sys.stderr)
@@ -381,7 +399,8 @@ RATIOS = [
     ("authedge public", "pingora bare proxy", 0.97, "authedge's floor"),
     ("authedge jwt RS256", "haproxy jwt_verify", 1.5, "static PEM, HAProxy's best case"),
     ("authedge jwt RS256", "ooproxy", None, "static JWKS"),
-    ("authedge opaque", "proxyauth", 2.0, "ProxyAuth at PROXYAUTH_CONNS connections"),
+    ("authedge opaque", "proxyauth", 2.0,
+     f"ProxyAuth at {PROXYAUTH_CONNS} connections (PROXYAUTH_CONNS) for {PROXYAUTH_DURATION} s a round"),
     ("authedge signed", "jwtproxy verifier", 3.0, "a fresh token per request"),
     ("authedge signer", "jwtproxy signer", 3.0, None),
     ("authedge jwt RS256", "authedge public", 0.90, None),
