@@ -147,9 +147,16 @@ pub async fn load(path: &Path, ctx: &Context, generation: u64) -> Result<Snapsho
     compile(cfg, ctx, generation, Some(path)).await
 }
 
-/// Config text as a file schema: a jwtproxy file (top-level `jwtproxy:`) through its drop-in
+/// Config text as a file schema: ProxyAuth's config.json (with routes.yml beside it) or a jwtproxy
+/// file (top-level `jwtproxy:`) through its drop-in
 /// reader, its notes kept for the log; anything else as authedge's own YAML.
-pub fn parse(text: &str) -> Result<FileConfig, Problems> {
+pub fn parse(path: &Path, text: &str) -> Result<FileConfig, Problems> {
+    if crate::compat::proxyauth::is_proxyauth(text) {
+        // ProxyAuth's config.json, with its routes.yml beside it.
+        let (mut cfg, notes) = crate::compat::proxyauth::read(path, text)?;
+        cfg.notes = notes;
+        return Ok(cfg);
+    }
     if signed::jwtproxy::is_jwtproxy(text) {
         let (mut cfg, notes) = signed::jwtproxy::translate(text)?;
         cfg.notes = notes;

@@ -177,7 +177,7 @@ impl Drop for Run {
 }
 
 #[test]
-fn a_jwtproxy_config_file_runs_its_verifier_and_reports_its_signer() {
+fn a_jwtproxy_config_file_runs_both_its_signer_and_its_verifier() {
     let keys = Keys::new();
     let up = EchoUpstream::start();
     let dir = tempfile::tempdir().unwrap();
@@ -224,8 +224,9 @@ fn a_jwtproxy_config_file_runs_its_verifier_and_reports_its_signer() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
+    // No CA in the signer block: CONNECT is refused, as jwtproxy does; said once.
     assert!(
-        text.contains("signer_proxy") && text.contains("not supported"),
+        text.contains("signer_proxy") && text.contains("CONNECT"),
         "{text}"
     );
     assert!(text.contains("ok: 1 routes"), "{text}");
@@ -244,16 +245,27 @@ fn a_jwtproxy_config_file_runs_its_verifier_and_reports_its_signer() {
         || TcpStream::connect(("127.0.0.1", port)).is_ok(),
         "authedge to listen on the verifier's address",
     );
-    // The signer part is not served by authedge: the real jwtproxy signs (same signer block).
-    let signer = Jwtproxy::signer(&keys);
+    wait_for(
+        || TcpStream::connect(("127.0.0.1", signer_port)).is_ok(),
+        "authedge to listen on the signer's address",
+    );
+    // Both halves are authedge: its signer signs, its verifier checks, the upstream answers.
     let edge_url = format!("http://127.0.0.1:{port}/x");
-    let r = signer.client().get(&edge_url).send().unwrap();
-    let body = echo_json(r);
+    let ours = reqwest::blocking::Client::builder()
+        .proxy(reqwest::Proxy::http(format!("http://127.0.0.1:{signer_port}")).unwrap())
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let body = echo_json(ours.get(&edge_url).send().unwrap());
+        assert_eq!(body["headers"]["x-auth-subject"], "svc-a");
+    }
+    // The real jwtproxy's signer with the same key passes the same verifier.
+    let signer = Jwtproxy::signer(&keys);
+    let body = echo_json(signer.client().get(&edge_url).send().unwrap());
     assert_eq!(body["headers"]["x-auth-subject"], "svc-a");
     assert_eq!(client().get(&edge_url).send().unwrap().status(), 401);
-    assert!(TcpStream::connect(("127.0.0.1", signer_port)).is_err());
     let logged = std::fs::read_to_string(&run.log).unwrap_or_default();
-    assert!(logged.contains("signer_proxy"), "{logged}");
+    assert!(!logged.contains("not supported"), "{logged}");
 }
 
 /// A key registry speaking jwtproxy's protocol for one key: `svc-a/keys/k1` → the JWK (with

@@ -1,5 +1,5 @@
 //! Drop-ins for the tools authedge replaces. ProxyAuth's `config.json` + `routes.yml`: see
-//! [`proxyauth`] (read by [`crate::config::read`]). The rest of this module is ooproxy's:
+//! [`proxyauth`] (read by [`crate::snapshot::parse`]). The rest of this module is ooproxy's:
 //!
 //! ooproxy compatibility: `authedge run` without a config file, with ooproxy's environment
 //! variables, builds a one-route config (every path, one `jwt` filter, one upstream) and runs it.

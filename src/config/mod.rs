@@ -81,7 +81,8 @@ pub fn header_name(value: &str, path: &str, problems: &mut Problems) -> Option<h
 
 /// A parser of config text: [`parse`] for authedge's own YAML, or one that also reads another
 /// tool's file ([`snapshot::parse`](crate::snapshot::parse) knows the drop-ins).
-pub type Parser = fn(&str) -> Result<schema::FileConfig, Problems>;
+/// It gets the file's path too (a drop-in may read files beside it).
+pub type Parser = fn(&Path, &str) -> Result<schema::FileConfig, Problems>;
 
 /// Parse authedge's YAML into the file schema. Errors carry the key path serde was at.
 pub fn parse(text: &str) -> Result<schema::FileConfig, Problems> {
@@ -112,15 +113,7 @@ pub fn read(path: &Path, parse: Parser) -> Result<schema::FileConfig, Problems> 
             format!("cannot read {}: {e}", path.display()),
         )])
     })?;
-    if crate::compat::proxyauth::is_proxyauth(&text) {
-        // ProxyAuth's config.json, with its routes.yml beside it.
-        return secret::with_base_dir(path.parent(), || {
-            let (mut cfg, notes) = crate::compat::proxyauth::read(path, &text)?;
-            cfg.notes = notes;
-            Ok(cfg)
-        });
-    }
-    secret::with_base_dir(path.parent(), || parse(&text))
+    secret::with_base_dir(path.parent(), || parse(path, &text))
 }
 
 /// Read and parse a file off the async runtime's worker threads.
