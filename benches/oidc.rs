@@ -92,6 +92,8 @@ fn filter(c: &mut Criterion) {
     );
     let view = RequestView::new(&Method::GET, "/app", &headers);
     assert!(matches!(rt.block_on(f.check(&view)), Outcome::Allow(_)));
+    // The first check opened the cookie and memoized it (tokens::memo): this is a returning
+    // session, as every request after a login is; `oidc_session_open` is the first one's cost.
     c.bench_function("oidc_filter_check_allow", |b| {
         b.iter(|| rt.block_on(f.check(black_box(&view))))
     });

@@ -34,6 +34,21 @@ routes:
     upstream: fast
     auth: [ {{ type: jwt, providers: [ {{ issuer: "https://issuer.bench", keys_file: "{dir}/jwt-pub.pem" }} ], audience: bench }} ]
   - {{ id: opaque, path: /opaque, upstream: fast, auth: [ {{ type: opaque, realm: bench }} ] }}
+{oidc_route}"""
+
+# With the provider fixture (tests/fixtures/oidc-provider, Node): the oidc route, as
+# scripts/loadbench.py configures it, measured behind a live session cookie.
+OIDC = """oidc:
+  bench:
+    issuer: "{issuer}"
+    client_id: web
+    client_secret: {{ value: secret-web }}
+    scopes: [openid, email, profile]
+    cookie_secrets: [ {{ id: k1, secret: {{ value: "loadbench-cookie-secret-0123456789abcdef" }} }} ]
+    cookie_secure: false
+    email_domains: [example.com]
+"""
+OIDC_ROUTE = """  - { id: oidc, path: /oidc, upstream: fast, auth: [ { type: oidc, provider: bench } ] }
 """
 
 
@@ -63,16 +78,23 @@ def measure(pid, work, url, headers=()):
             for line in f:
                 if line.startswith("totals:") or line.startswith("summary:"):
                     total = max(total, int(line.split()[1]))
+    if os.environ.get("KEEP"):
+        print(f"{url}: {' '.join(dumps)}", file=sys.stderr)
     return total / reqs, reqs
 
 
 def run_edge(binary, work, up):
     port = lb.free_port()
+    op, issuer = lb.start_oidc_provider(lb.free_port(), port, work)
+    if not op:
+        print(f"oidc route left out: {issuer}", file=sys.stderr)
     jwt = lb.mint_rs256(work)
     bench_hash = subprocess.run([binary, "hash-password"], input=b"bench-password\n", check=True,
                                 capture_output=True).stdout.decode().strip()
     with open(f"{work}/edge.yaml", "w") as f:
-        f.write(CONFIG.format(dir=work, port=port, upstream=up, bench_hash=bench_hash))
+        cfg = CONFIG.format(dir=work, port=port, upstream=up, bench_hash=bench_hash,
+                            oidc_route=OIDC_ROUTE if op else "")
+        f.write((OIDC.format(issuer=issuer) if op else "") + cfg)
     edge = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no",
                              f"--callgrind-out-file={work}/cg.out.%p", binary, "run", "--config",
                              f"{work}/edge.yaml"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -83,6 +105,10 @@ def run_edge(binary, work, up):
     rows = [("public", measure(edge.pid, work, f"{base}/public/x")),
             ("jwt", measure(edge.pid, work, f"{base}/jwt/x", [f"Authorization: Bearer {jwt}"])),
             ("opaque", measure(edge.pid, work, f"{base}/opaque/x", [f"Authorization: Bearer {token}"]))]
+    if op:
+        session = lb.oidc_login(base, issuer)
+        rows.append(("oidc", measure(edge.pid, work, f"{base}/oidc/x", [f"Cookie: {session}"])))
+        op.kill()
     edge.kill()  # counts are dumped already; a graceful stop under valgrind takes long
     edge.wait(timeout=60)
     return rows
@@ -103,7 +129,7 @@ def run_bare(bare, work, up):
 def main():
     binary = sys.argv[1]
     bare = sys.argv[2] if len(sys.argv) > 2 else None
-    work = tempfile.mkdtemp(prefix="authedge-cg-")
+    work = tempfile.mkdtemp(prefix="authedge-cg-")  # KEEP=1 names each route's dumps
     up = lb.free_port()
     with open(f"{work}/nginx-up.conf", "w") as f:
         f.write(f"""worker_processes 1; daemon off; pid {work}/up.pid; error_log {work}/up.err;

@@ -279,7 +279,15 @@ fn hostile_session_cookies_are_no_session() {
         many.push_str(&format!("c{i}=v{i:08}; "));
     }
     let big = format!("_authedge={}", "A".repeat(8 * 1024));
+    // The edge has just seen the session, so its memo holds it: the same length and last bytes
+    // (what the memo's hash reads) with one character changed in the middle must be a miss,
+    // opened in full, and refused.
+    let mut flipped = value.as_bytes().to_vec();
+    let mid = flipped.len() / 2;
+    flipped[mid] = if flipped[mid] == b'A' { b'B' } else { b'A' };
+    let flipped = format!("_authedge={}", String::from_utf8(flipped).unwrap());
     let cases = [
+        flipped,
         format!("_authedge={}", &value[..value.len() - 5]),
         format!("_authedge={}x", value),
         // Chunk 1 missing: only chunk 0 counts, half a sealed text.

@@ -126,9 +126,27 @@ pub fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
             budget -= take;
             (take > 0).then(|| &raw[..take])
         })
-        .flat_map(|raw| raw.split(|b| *b == b';'))
+        .flat_map(semicolon_split)
         .filter_map(cookie_pair)
         .take(MAX_COOKIES)
+}
+
+/// The pieces of a `Cookie` header between `;` (memchr: a session cookie is kilobytes long).
+fn semicolon_split(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(raw);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match memchr::memchr(b';', r) {
+            Some(i) => {
+                rest = Some(&r[i + 1..]);
+                Some(&r[..i])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
 }
 
 fn cookie_pair(raw: &[u8]) -> Option<(&str, &str)> {
@@ -152,21 +170,20 @@ pub fn strip_cookies(headers: &mut HeaderMap, names: &[Box<str>]) {
     if names.is_empty() || !headers.contains_key(http::header::COOKIE) {
         return;
     }
-    let present = cookies(headers).any(|(n, _)| names.iter().any(|s| &**s == n));
-    if !present {
-        return;
-    }
     let mut kept = String::new();
+    let mut removed = false;
     for v in headers.get_all(http::header::COOKIE).iter() {
-        let Ok(s) = std::str::from_utf8(v.as_bytes()) else {
-            continue;
-        };
-        for pair in s.split(';') {
-            let name = pair.split_once('=').map(|(n, _)| n.trim());
-            if name.is_some_and(|n| names.iter().any(|s| &**s == n)) {
+        for pair in semicolon_split(v.as_bytes()) {
+            let name = memchr::memchr(b'=', pair).map(|i| pair[..i].trim_ascii());
+            if name.is_some_and(|n| names.iter().any(|s| s.as_bytes() == n)) {
+                removed = true;
                 continue;
             }
-            let pair = pair.trim();
+            let pair = pair.trim_ascii();
+            // Pieces that are not text are dropped when the header is rewritten.
+            let Ok(pair) = std::str::from_utf8(pair) else {
+                continue;
+            };
             if pair.is_empty() {
                 continue;
             }
@@ -175,6 +192,9 @@ pub fn strip_cookies(headers: &mut HeaderMap, names: &[Box<str>]) {
             }
             kept.push_str(pair);
         }
+    }
+    if !removed {
+        return;
     }
     headers.remove(http::header::COOKIE);
     if let Ok(v) = HeaderValue::from_str(&kept) {

@@ -2,4 +2,5 @@
 
 pub mod aead;
 pub mod jwks;
+pub mod memo;
 pub mod seal;

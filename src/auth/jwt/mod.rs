@@ -430,18 +430,14 @@ impl AuthFilter for JwtFilter {
             return self.denial(DenyReason::TooLarge);
         }
         let now = now();
-        let key = cache::key(token);
-        if let Some(hit) = self.cache.get(&key, now, self.policy.leeway) {
+        if let Some(hit) = self.cache.get(token, now, self.policy.leeway) {
             if self.trusts(&hit) {
                 return self.decide(&hit, now);
             }
         }
         match self.verify(token).await {
             Ok(v) => {
-                let v = Arc::new(v);
-                if v.claims.exp.saturating_add(self.policy.leeway) >= now {
-                    self.cache.put(key, v.clone(), now);
-                }
+                let v = self.cache.put(token, v, now, self.policy.leeway);
                 self.decide(&v, now)
             }
             Err(reason) => self.denial(reason),

@@ -180,7 +180,9 @@ fn build_provider(
         cookie_refresh: c.cookie_refresh,
         refresher: Default::default(),
         backend: match c.store {
-            StoreKind::Cookie => Backend::Cookie,
+            StoreKind::Cookie => {
+                Backend::Cookie(crate::tokens::memo::Memo::new(super::store::SESSION_MEMO))
+            }
             StoreKind::Shared => Backend::Shared(state.clone()),
         },
     })

@@ -264,7 +264,7 @@ impl OidcEndpoint {
             Ok(s) => s,
             Err(d) => return Answer::Deny(d),
         };
-        if let Err(d) = p.forget(session.as_ref()).await {
+        if let Err(d) = p.forget(session.as_deref().map(|o| &o.session)).await {
             return Answer::Deny(d);
         }
         let mut cookies = p.jar.clear_session(req);

@@ -203,12 +203,17 @@ pub struct OidcSession {
 
 impl OidcSession {
     /// Allow (with these response headers) when both policies pass, else 403.
-    fn decide(&self, s: &Session, response_headers: Vec<(HeaderName, HeaderValue)>) -> Outcome {
+    fn decide(
+        &self,
+        s: &Session,
+        identity: impl FnOnce() -> Arc<Identity>,
+        response_headers: Vec<(HeaderName, HeaderValue)>,
+    ) -> Outcome {
         let (email, groups) = (s.email.as_deref(), &s.groups);
         if !self.provider.policy.allows(email, groups) || !self.policy.allows(email, groups) {
             return Outcome::deny(StatusCode::FORBIDDEN, DenyReason::Forbidden);
         }
-        let identity = Arc::new(self.provider.identity(s));
+        let identity = identity();
         if response_headers.is_empty() {
             Outcome::Allow(identity)
         } else {
@@ -233,7 +238,7 @@ impl OidcSession {
                     .into_iter()
                     .map(|c| (http::header::SET_COOKIE, c))
                     .collect();
-                self.decide(&new.0, headers)
+                self.decide(&new.0, || Arc::new(p.identity(&new.0)), headers)
             }
             Refreshed::Ended => {
                 let mut d = crate::auth::Denial::new(StatusCode::UNAUTHORIZED, DenyReason::Revoked);
@@ -267,7 +272,9 @@ impl AuthFilter for OidcSession {
                 return self.refreshed(req, &s, rt, now).await;
             }
         }
-        self.decide(&s, Vec::new())
+        let p = &self.provider;
+        let identity = || s.identity.get_or_init(|| Arc::new(p.identity(&s))).clone();
+        self.decide(&s, identity, Vec::new())
     }
 
     fn on_unauthenticated(&self, req: &RequestView<'_>) -> Option<Outcome> {

@@ -58,6 +58,31 @@ pub struct Session {
     pub id: Option<String>,
 }
 
+/// A session as a request found it, with the identity built from it once: the cookie store
+/// memoizes these per cookie text (see [`crate::tokens::memo`]), so a returning cookie is not
+/// opened, parsed and turned into headers again.
+#[derive(Debug)]
+pub struct Opened {
+    pub session: Session,
+    pub identity: std::sync::OnceLock<std::sync::Arc<crate::identity::Identity>>,
+}
+
+impl Opened {
+    pub fn new(session: Session) -> Opened {
+        Opened {
+            session,
+            identity: Default::default(),
+        }
+    }
+}
+
+impl std::ops::Deref for Opened {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        &self.session
+    }
+}
+
 /// A login in progress, as sealed in the flow cookie.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Flow {

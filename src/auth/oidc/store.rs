@@ -11,10 +11,17 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::client::random_token;
-use super::session::{self, Session};
+use super::session::{self, Opened, Session};
 use super::Provider;
 use crate::auth::{state_failed, Denial, DenyReason, RequestView};
 use crate::state::Store;
+use crate::tokens::memo::{Entry, Memo};
+
+/// A loaded session (derefs to [`Session`]).
+pub type Loaded = std::sync::Arc<Entry<Opened>>;
+
+/// Cookie texts whose opened session is remembered, per provider.
+pub const SESSION_MEMO: usize = 4096;
 
 /// The `store` setting.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -28,7 +35,8 @@ pub enum StoreKind {
 /// A provider's session store, built.
 #[derive(Debug)]
 pub enum Backend {
-    Cookie,
+    /// The sessions opened lately, by their exact cookie text.
+    Cookie(Memo<Opened>),
     Shared(Store),
 }
 
@@ -50,13 +58,13 @@ impl Provider {
     }
 
     /// The request's session, if it carries a valid one that has not ended.
-    pub async fn load(&self, req: &RequestView<'_>) -> Result<Option<Session>, Denial> {
+    pub async fn load(&self, req: &RequestView<'_>) -> Result<Option<Loaded>, Denial> {
         let Some(text) = self.jar.session_text(req) else {
             return Ok(None);
         };
         let now = crate::auth::unix_now();
         let store = match &self.backend {
-            Backend::Cookie => return Ok(session::open_session(&self.sealer, &text, now)),
+            Backend::Cookie(memo) => return Ok(self.open_cookie(memo, &text, now)),
             Backend::Shared(s) => s,
         };
         let Ok(id) = self.sealer.open(ID_LABEL, &text, 256) else {
@@ -76,7 +84,20 @@ impl Provider {
             return Ok(None);
         };
         s.id = Some(id.to_string());
-        Ok((s.exp > now).then_some(s))
+        Ok((s.exp > now).then(|| Memo::detached(b"", Opened::new(s))))
+    }
+
+    /// A cookie session: remembered by its exact text once opened, until it ends.
+    fn open_cookie(&self, memo: &Memo<Opened>, text: &str, now: i64) -> Option<Loaded> {
+        if let Some(hit) = memo.get(text.as_bytes()) {
+            if hit.exp > now {
+                return Some(hit);
+            }
+            memo.remove(text.as_bytes());
+            return None;
+        }
+        let s = session::open_session(&self.sealer, text, now)?;
+        Some(memo.put(text.as_bytes(), Opened::new(s)))
     }
 
     /// Keep a session; the text its cookie carries. A session with an id (loaded from the shared
@@ -84,7 +105,9 @@ impl Provider {
     pub async fn persist(&self, s: &Session) -> Result<String, Denial> {
         let internal = || Denial::new(StatusCode::INTERNAL_SERVER_ERROR, DenyReason::Internal);
         let store = match &self.backend {
-            Backend::Cookie => return session::seal_session(&self.sealer, s).ok_or_else(internal),
+            Backend::Cookie(_) => {
+                return session::seal_session(&self.sealer, s).ok_or_else(internal)
+            }
             Backend::Shared(st) => st,
         };
         let id = s.id.clone().unwrap_or_else(random_token);

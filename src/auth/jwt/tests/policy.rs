@@ -118,27 +118,29 @@ async fn verified_cache_skips_signature_but_not_policy() {
     allowed(&outcome(&open, &t).await);
     allowed(&outcome(&open, &t).await);
     let c = crate::auth::jwt::cache::VerifiedCache::new(32);
-    let v = Arc::new(crate::auth::jwt::cache::Verified {
+    let v = || crate::auth::jwt::cache::Verified {
         claims: token::claims(claims().as_object().unwrap().clone()).unwrap(),
         typ: None,
         alg: Algorithm::RS256,
         kid: None,
         provider: "p".into(),
         identity: Default::default(),
-    });
-    let k = crate::auth::jwt::cache::key(&t);
-    c.put(k, v.clone(), now());
-    assert!(c.get(&k, now(), 0).is_some());
+    };
+    c.put(&t, v(), now(), 0);
+    assert!(c.get(&t, now(), 0).is_some());
+    let mut forged = t.clone().into_bytes();
+    forged[t.len() / 2] ^= 1;
+    let forged = String::from_utf8(forged).unwrap();
     assert!(
-        c.get(&k, now() + 10_000, 0).is_none(),
+        c.get(&forged, now(), 0).is_none(),
+        "only the exact token is a hit"
+    );
+    assert!(
+        c.get(&t, now() + 10_000, 0).is_none(),
         "expired entries are not served"
     );
     for i in 0..1000 {
-        c.put(
-            crate::auth::jwt::cache::key(&format!("t{i}")),
-            v.clone(),
-            now(),
-        );
+        c.put(&format!("t{i}"), v(), now(), 0);
     }
     assert!(c.len() <= 32, "bounded: {}", c.len());
 }
