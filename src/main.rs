@@ -10,6 +10,32 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc (v3) keeps what a thread freed until that thread allocates again and a second has
+/// passed. For a proxy that builds a large config on one thread and then serves on others, that
+/// is memory held for nothing: with 10,000 routes loaded the process held 60 MB
+/// (`scripts/scale.py`). Freed pages now go back at once: 38 MB. Requests/s and CPU per request
+/// did not change measurably (A/B over 3 pairs of 4 s wrk runs). Arenas made from here on are
+/// committed on demand; the first one is made before `main` runs, so
+/// `MIMALLOC_ARENA_EAGER_COMMIT=0` in the environment saves more (25 MB at 10,000 routes).
+/// Each option is set only while it still has mimalloc's documented default, so a `MIMALLOC_*`
+/// variable set by the operator wins, and a renumbered option list changes nothing.
+fn tune_allocator() {
+    use libmimalloc_sys::{mi_option_get, mi_option_set, mi_option_t};
+    // Positions in `mi_option_e` of the vendored v3 `mimalloc.h` (libmimalloc-sys 0.1.49), with
+    // their defaults.
+    const ARENA_EAGER_COMMIT: (mi_option_t, i64) = (4, 2);
+    const PURGE_DELAY: (mi_option_t, i64) = (15, 1000);
+    for (option, default) in [ARENA_EAGER_COMMIT, PURGE_DELAY] {
+        // SAFETY: reading and setting an allocator option has no memory-safety precondition;
+        // an unknown option id is ignored by mimalloc (it checks the range).
+        unsafe {
+            if i64::from(mi_option_get(option)) == default {
+                mi_option_set(option, 0);
+            }
+        }
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "authedge",
@@ -49,6 +75,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => {

@@ -418,7 +418,15 @@ impl ProxyHttp for Edge {
         let route = ctx.snap.as_ref().zip(ctx.route).map(|(s, i)| &s.routes[i]);
         let elapsed = ctx.start.elapsed();
         match (route, ctx.outcome, ctx.allowed_by) {
-            (Some(r), "allow", Some(i)) if i < r.allowed.len() => r.allowed[i].inc(),
+            (Some(r), "allow", Some(i)) if i < r.allowed.len() => {
+                let (mode, c) = &r.allowed[i];
+                c.get_or_init(|| {
+                    self.metrics
+                        .requests
+                        .with_label_values(&[&*r.id, mode, "allow", ""])
+                })
+                .inc()
+            }
             _ => {
                 let id = route.map(|r| &*r.id).unwrap_or("");
                 self.metrics
@@ -428,7 +436,9 @@ impl ProxyHttp for Edge {
             }
         }
         if let Some(r) = route {
-            r.duration.observe(elapsed.as_secs_f64());
+            r.duration
+                .get_or_init(|| self.metrics.duration.with_label_values(&[&*r.id]))
+                .observe(elapsed.as_secs_f64());
         }
         if ctx.snap.as_ref().map(|s| s.log.access).unwrap_or(false) {
             tracing::info!(

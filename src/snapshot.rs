@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use http::{HeaderName, Method};
 use prometheus::{Histogram, IntCounter};
@@ -43,9 +43,13 @@ pub struct RouteEntry {
     pub strip_cookies: Vec<Box<str>>,
     /// Body bytes read before the chain runs (the largest any filter asks for; 0: none).
     pub max_body: usize,
-    pub duration: Histogram,
-    /// `outcome=allow` counters: index 0 for a public route, else one per filter.
-    pub allowed: Vec<IntCounter>,
+    /// The route's series are made at its first request (`with_label_values` then, not at
+    /// load): a config with thousands of routes that see no traffic exports and keeps nothing
+    /// for them (at 10,000 routes, made at load, they were most of the RSS and a 13 MB scrape).
+    pub duration: OnceLock<Histogram>,
+    /// `outcome=allow` counters by the allowing filter's mode: index 0 for a public route, else
+    /// one per filter.
+    pub allowed: Box<[(&'static str, OnceLock<IntCounter>)]>,
     /// `rewrite_prefix`: the matched prefix replaced before the upstream.
     pub rewrite: Option<PrefixRewrite>,
 }

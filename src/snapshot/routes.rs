@@ -123,17 +123,14 @@ pub(super) async fn build_route(
     }
     let (strip_credentials, strip_cookies) = credentials(&chain, r.keep_credentials, owned);
     let up = up?;
-    let m = &shared.warm.metrics;
     let allowed = if r.public {
-        vec![m.requests.with_label_values(&[&id, "public", "allow", ""])]
+        vec![("public", OnceLock::new())]
     } else {
-        chain
-            .iter()
-            .map(|f| m.requests.with_label_values(&[&id, f.kind(), "allow", ""]))
-            .collect()
+        chain.iter().map(|f| (f.kind(), OnceLock::new())).collect()
     };
     Some(RouteEntry {
-        duration: m.duration.with_label_values(&[&id]),
+        duration: OnceLock::new(),
+        allowed: allowed.into(),
         id,
         upstream: up,
         public: r.public,
@@ -141,7 +138,6 @@ pub(super) async fn build_route(
         chain,
         strip_credentials,
         strip_cookies,
-        allowed,
         rewrite,
     })
 }
