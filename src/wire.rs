@@ -164,25 +164,8 @@ pub fn hex_into(out: &mut [u8], mut v: u64) {
 pub fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
     match ip {
         IpAddr::V4(v4) => {
-            let mut buf = [0u8; 15];
-            let mut len = 0;
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf[len] = b'.';
-                    len += 1;
-                }
-                if octet >= 100 {
-                    buf[len] = b'0' + octet / 100;
-                    len += 1;
-                }
-                if octet >= 10 {
-                    buf[len] = b'0' + (octet / 10) % 10;
-                    len += 1;
-                }
-                buf[len] = b'0' + octet % 10;
-                len += 1;
-            }
-            HeaderValue::from_bytes(&buf[..len]).ok()
+            let (text, len) = crate::headers::ipv4_text(v4);
+            HeaderValue::from_bytes(&text[..len]).ok()
         }
         IpAddr::V6(_) => HeaderValue::from_str(&ip.to_string()).ok(),
     }
