@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Instructions per proxied request, counted by callgrind (deterministic, unlike requests/s on a
-shared machine): authedge's public, jwt and opaque routes, and the bare Pingora proxy when given.
+shared machine): authedge's public, jwt, opaque (and oidc) routes, and the bare Pingora proxy
+when given, as it is and with authedge's default timeouts (`bare_proxy --timeouts`).
 
     python3 scripts/callgrind.py BIN [BARE]      (SECONDS_PER_ROUTE=8 by default)
 
@@ -115,15 +116,19 @@ def run_edge(binary, work, up):
 
 
 def run_bare(bare, work, up):
-    port = lb.free_port()
-    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no",
-                             f"--callgrind-out-file={work}/cg.out.%p", bare, f"127.0.0.1:{port}",
-                             f"127.0.0.1:{up}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    lb.wait_port(port, timeout=120)
-    row = ("bare Pingora", measure(proc.pid, work, f"http://127.0.0.1:{port}/x"))
-    proc.kill()
-    proc.wait(timeout=60)
-    return [row]
+    """The bare Pingora proxy as it is, then with authedge's default timeouts (`--timeouts`)."""
+    rows = []
+    for name, extra in (("bare Pingora", []), ("bare + timeouts", ["--timeouts"])):
+        port = lb.free_port()
+        proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                                 f"--callgrind-out-file={work}/cg.out.%p", bare, f"127.0.0.1:{port}",
+                                 f"127.0.0.1:{up}", *extra], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        lb.wait_port(port, timeout=120)
+        rows.append((name, measure(proc.pid, work, f"http://127.0.0.1:{port}/x")))
+        proc.kill()
+        proc.wait(timeout=60)
+    return rows
 
 
 def main():
@@ -144,9 +149,9 @@ http {{ access_log off; keepalive_requests 1000000;
         if bare:
             rows += run_bare(bare, work, up)
         public = rows[0][1][0]
-        print(f"{'target':<14} {'instructions/request':>22} {'requests':>9} {'vs public':>10}")
+        print(f"{'target':<16} {'instructions/request':>22} {'requests':>9} {'vs public':>10}")
         for name, (ir, n) in rows:
-            print(f"{name:<14} {ir:>22,.0f} {n:>9} {ir / public:>10.3f}")
+            print(f"{name:<16} {ir:>22,.0f} {n:>9} {ir / public:>10.3f}")
     finally:
         nginx.terminate()
 
