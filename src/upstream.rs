@@ -2,7 +2,6 @@
 //! template (cloned per request), or the built-in `echo` upstream.
 
 use std::net::ToSocketAddrs;
-use std::time::Duration;
 
 use pingora::upstreams::peer::HttpPeer;
 
@@ -146,7 +145,7 @@ fn peer(url: &str, cfg: &UpstreamConfig) -> Result<HttpPeer, PeerError> {
     p.options.connection_timeout = Some(cfg.connect_timeout);
     p.options.read_timeout = Some(cfg.read_timeout);
     p.options.write_timeout = Some(cfg.read_timeout);
-    p.options.idle_timeout = Some(Duration::from_secs(60));
+    p.options.idle_timeout = Some(cfg.idle_timeout);
     p.options.verify_cert = cfg.tls_verify;
     p.options.verify_hostname = cfg.tls_verify;
     match (cfg.http2, cfg.h2c, p.is_tls()) {

@@ -386,3 +386,46 @@ fn pid_file_names_this_instance_and_a_hangup_through_it_reloads() {
         200
     );
 }
+
+#[test]
+fn an_idle_pooled_upstream_connection_is_closed_after_idle_timeout() {
+    // A keep-alive upstream that records how long the edge keeps its one connection open after
+    // the response.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 4096];
+        let mut got = Vec::new();
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = c.read(&mut buf).unwrap();
+            assert!(n > 0, "the edge closed before sending its request");
+            got.extend_from_slice(&buf[..n]);
+        }
+        c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .unwrap();
+        let answered = std::time::Instant::now();
+        // The next read ends when the edge closes the pooled connection (0 bytes) or after 10 s.
+        let closed = matches!(c.read(&mut buf), Ok(0));
+        tx.send((closed, answered.elapsed())).unwrap();
+    });
+    let yaml = config(&url, "").replace(
+        "connect_timeout: 1s, read_timeout: 1s",
+        "connect_timeout: 1s, read_timeout: 1s, idle_timeout: 1s",
+    );
+    let edge = Edge::start(&yaml);
+    let r = client().get(edge.url("/public")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().unwrap(), "ok");
+    let (closed, after) = rx.recv_timeout(Duration::from_secs(15)).unwrap();
+    assert!(
+        closed,
+        "the pooled connection was still open after {after:?}"
+    );
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_secs(5),
+        "{after:?}"
+    );
+}

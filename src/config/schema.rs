@@ -302,6 +302,10 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     #[serde(default = "default_read", with = "humantime_serde")]
     pub read_timeout: Duration,
+    /// How long a kept-alive upstream connection waits in the pool for its next request before
+    /// the edge closes it (`0s`: none is kept).
+    #[serde(default = "default_idle", with = "humantime_serde")]
+    pub idle_timeout: Duration,
     /// Verify the upstream's certificate (https only).
     #[serde(default = "yes")]
     pub tls_verify: bool,
@@ -323,6 +327,9 @@ fn default_connect() -> Duration {
     Duration::from_secs(5)
 }
 fn default_read() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_idle() -> Duration {
     Duration::from_secs(60)
 }
 
