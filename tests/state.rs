@@ -228,6 +228,16 @@ fn redis_down_fails_closed_and_recovers_without_restart() {
     wait_for(|| get(&a, "/any", &token) == 200, "A recovers");
     wait_for(|| get(&b, "/any", &token) == 200, "B recovers");
     a.wait_ready();
+    // Once one request gets through, every worker thread does: none keeps a connection that
+    // lost Redis (each request comes on a new connection, so both threads serve some).
+    for i in 0..20 {
+        let e = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(
+            get(e, "/any", &token),
+            200,
+            "request {i} after Redis is back"
+        );
+    }
     // Revocations flow again after the restart.
     revoked_at_a_refused_at_b(&a, &b);
 }

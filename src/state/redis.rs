@@ -123,12 +123,12 @@ impl RedisStore {
 
     /// This thread's connection once it has answered a ping (made on first use, probed in the
     /// background meanwhile); until then the shared one, so no request waits for a connect.
-    fn connection(&self) -> Result<Conn, StateError> {
+    fn connection(&self) -> Result<(Conn, Option<Arc<LocalConn>>), StateError> {
         let Some(shared) = self.conn.load_full() else {
             return Err(StateError::NotConnected);
         };
         let (Conn::Single(_), Target::Single(client)) = (&*shared, &self.settings.target) else {
-            return Ok((*shared).clone());
+            return Ok(((*shared).clone(), None));
         };
         let local = self.local.get_or_try(|| {
             self.manager(client).map(|conn| {
@@ -140,12 +140,20 @@ impl RedisStore {
             })
         })?;
         if local.ready.load(Ordering::Acquire) {
-            return Ok(Conn::Single(local.conn.clone()));
+            return Ok((Conn::Single(local.conn.clone()), Some(local.clone())));
         }
         if !local.probing.swap(true, Ordering::AcqRel) {
             tokio::spawn(LocalConn::probe(local.clone()));
         }
-        Ok((*shared).clone())
+        Ok(((*shared).clone(), None))
+    }
+
+    /// The shared connection (kept answering by the health task's pings).
+    fn shared(&self) -> Result<Conn, StateError> {
+        match self.conn.load_full() {
+            Some(c) => Ok((*c).clone()),
+            None => Err(StateError::NotConnected),
+        }
     }
 
     /// `prefix` + `kind` + `key`.
@@ -182,11 +190,33 @@ impl RedisStore {
         let started = Instant::now();
         let result = match self.connection() {
             Err(e) => Err(e),
-            Ok(conn) => match tokio::time::timeout(self.settings.timeout, exec(conn, work)).await {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) => Err(StateError::Backend(e.to_string())),
-                Err(_) => Err(StateError::Timeout),
-            },
+            Ok((conn, local)) => {
+                let deadline = tokio::time::Instant::now() + self.settings.timeout;
+                match tokio::time::timeout_at(deadline, exec(conn, work)).await {
+                    Ok(Ok(v)) => Ok(v),
+                    // A thread's own connection that lost Redis (it went away, or came back and
+                    // this connection has not reconnected yet): stop using it until it answers a
+                    // ping again, and try once on the shared connection, which the health task
+                    // keeps answering, within the same deadline.
+                    Ok(Err(e)) if local.is_some() && lost_connection(&e) => {
+                        if let Some(l) = &local {
+                            l.ready.store(false, Ordering::Release);
+                        }
+                        match self.shared() {
+                            Err(e) => Err(e),
+                            Ok(conn) => {
+                                match tokio::time::timeout_at(deadline, exec(conn, work)).await {
+                                    Ok(Ok(v)) => Ok(v),
+                                    Ok(Err(e)) => Err(StateError::Backend(e.to_string())),
+                                    Err(_) => Err(StateError::Timeout),
+                                }
+                            }
+                        }
+                    }
+                    Ok(Err(e)) => Err(StateError::Backend(e.to_string())),
+                    Err(_) => Err(StateError::Timeout),
+                }
+            }
         };
         self.metrics.observe(op, started.elapsed().as_secs_f64());
         if let Err(e) = &result {
@@ -227,7 +257,14 @@ impl LocalConn {
     }
 }
 
+/// Whether `e` says the connection is gone (so another connection may answer), not that Redis
+/// refused the command.
+fn lost_connection(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+}
+
 /// A command or a script invocation.
+#[derive(Clone, Copy)]
 pub(crate) enum Work<'a> {
     Cmd(&'a redis::Cmd),
     Script(&'a redis::ScriptInvocation<'a>),
