@@ -184,6 +184,9 @@ pub async fn compile(
     for t in cfg.listeners.iter_mut().filter_map(|l| l.tls.as_mut()) {
         crate::tls::resolve_paths(t, |f| warm.resolve_path(f));
     }
+    for u in cfg.upstreams.values_mut() {
+        crate::upstream::resolve_paths(u, |f| warm.resolve_path(f));
+    }
     check_server(&cfg, &mut problems);
     let (standard, mut owned) = identity_headers(&cfg, &mut problems);
     let upstreams = build_upstreams(&cfg, &mut problems);

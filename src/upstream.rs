@@ -7,6 +7,8 @@ use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::schema::UpstreamConfig;
 
+mod tls;
+
 #[derive(Debug, Clone)]
 pub enum UpstreamKind {
     Http(Box<HttpPeer>),
@@ -19,6 +21,16 @@ pub struct Upstream {
     pub name: String,
     pub kind: UpstreamKind,
     pub host_header: Option<http::HeaderValue>,
+}
+
+/// Resolve an upstream's file names against the config file's directory.
+pub fn resolve_paths(cfg: &mut UpstreamConfig, resolve: impl Fn(&str) -> String) {
+    for f in [&mut cfg.ca_file, &mut cfg.client_cert, &mut cfg.client_key]
+        .into_iter()
+        .flatten()
+    {
+        *f = resolve(f);
+    }
 }
 
 /// Compile one upstream. Host names are resolved now (at load), not per request.
@@ -48,7 +60,10 @@ pub fn build(name: &str, cfg: &UpstreamConfig) -> Result<Upstream, Vec<(String, 
         }
         (None, true) => Some(UpstreamKind::Echo),
         (Some(url), false) => match peer(url, cfg) {
-            Ok(p) => Some(UpstreamKind::Http(Box::new(p))),
+            Ok(mut p) => {
+                tls::apply(&mut p, cfg, &mut errs);
+                Some(UpstreamKind::Http(Box::new(p)))
+            }
             Err(e) => {
                 errs.push(("url".into(), e.to_string()));
                 None

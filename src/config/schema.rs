@@ -312,6 +312,16 @@ pub struct UpstreamConfig {
     /// SNI and certificate name; defaults to the URL's host.
     #[serde(default)]
     pub sni: Option<String>,
+    /// PEM CA certificates that verify this `https://` upstream instead of the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// A client certificate (PEM chain, leaf first) the edge presents to an `https://` upstream
+    /// that asks for one (mutual TLS); with `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<String>,
+    /// The private key of `client_cert` (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC).
+    #[serde(default)]
+    pub client_key: Option<String>,
     /// Replace the request's `Host` header.
     #[serde(default)]
     pub host_header: Option<String>,

@@ -14,7 +14,8 @@
 //! | `routes[]` `prefix`, `target` | a route per prefix, one upstream per target origin, the prefix replaced by the target's path (`rewrite_prefix`) |
 //! | `secure: false` | `public: true` |
 //! | `username: [...]` | `opaque` filter with those users (none, or none that exist: nobody passes, as in ProxyAuth) |
-//! | `proxy`, `proxy_config`, `cert` | refused at load: authedge has no outbound proxy or client certificate yet |
+//! | `cert: {file, password}` | the target's upstream presents `file` as its client certificate (`client_cert` and `client_key`: a PEM file with the chain and the unencrypted key); a PKCS#12 file or a password is refused with the `openssl pkcs12 -nodes` command that converts it |
+//! | `proxy`, `proxy_config` | refused at load: authedge has no outbound forward proxy yet |
 //!
 //! `POST /auth` answers in ProxyAuth's shape (`response: proxyauth`): `{"token","expires_at"}`,
 //! `Invalid credentials` with 401. Tokens travel as `Authorization: Bearer <token>`, as there.

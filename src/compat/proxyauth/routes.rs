@@ -41,6 +41,7 @@ pub(super) fn routes(
     let mut public_routes = false;
     for (i, rt) in file.routes.iter().enumerate() {
         check_unsupported(i, rt, problems, notes);
+        let cert = client_cert(i, rt, problems);
         let Some(path) = prefix(i, &file.routes[..i], rt, problems, notes) else {
             continue;
         };
@@ -51,7 +52,17 @@ pub(super) fn routes(
                 continue;
             }
         };
-        let upstream = upstream(&mut origins, &mut out.upstreams, &origin);
+        let cert = cert.filter(|_| {
+            let https = origin.starts_with("https://");
+            if !https {
+                problems.push(
+                    at(i, "cert.file"),
+                    "a client certificate needs an https:// target",
+                );
+            }
+            https
+        });
+        let upstream = upstream(&mut origins, &mut out.upstreams, &origin, cert);
         let access = access(i, rt, names, &mut unlisted, notes);
         public_routes |= access == Access::Public;
         let compiled = Compiled {
@@ -80,7 +91,7 @@ pub(super) fn routes(
     out
 }
 
-/// `proxy` and a client certificate are refused; `proxy_config` without `proxy` is ignored.
+/// `proxy` is refused; `proxy_config` without `proxy` is ignored.
 fn check_unsupported(i: usize, rt: &Route, problems: &mut Problems, notes: &mut Vec<String>) {
     if rt.proxy {
         problems.push(
@@ -94,18 +105,43 @@ fn check_unsupported(i: usize, rt: &Route, problems: &mut Problems, notes: &mut 
             at(i, "proxy_config")
         ));
     }
-    if let Some(cert) = &rt.cert {
-        for (k, v) in cert {
-            match k.as_str() {
-                "file" if !v.is_empty() => problems.push(
-                    at(i, "cert.file"),
-                    "a client certificate for the target is not supported by authedge yet",
-                ),
-                "file" | "password" => {}
-                _ => problems.push(at(i, &format!("cert.{k}")), "unknown key (file, password)"),
-            }
+}
+
+/// The route's client certificate toward its target (`cert.file`, non-empty): a PEM file with
+/// the certificate chain and its unencrypted key, presented as the upstream's `client_cert` and
+/// `client_key`. A PKCS#12 file (ProxyAuth's experimental format) is refused with the command
+/// that converts it.
+fn client_cert<'a>(i: usize, rt: &'a Route, problems: &mut Problems) -> Option<&'a str> {
+    let cert = rt.cert.as_ref()?;
+    let mut file = None;
+    for (k, v) in cert {
+        match k.as_str() {
+            "file" if !v.is_empty() => file = Some(v.as_str()),
+            "file" | "password" => {}
+            _ => problems.push(at(i, &format!("cert.{k}")), "unknown key (file, password)"),
         }
     }
+    let file = file?;
+    let lower = file.to_ascii_lowercase();
+    if [".p12", ".pk12", ".pfx"].iter().any(|e| lower.ends_with(e)) {
+        problems.push(
+            at(i, "cert.file"),
+            format!(
+                "PKCS#12 is not read by authedge; convert it once with \
+                 `openssl pkcs12 -in {file} -nodes -out {file}.pem` and name the .pem here"
+            ),
+        );
+        return None;
+    }
+    if cert.get("password").is_some_and(|p| !p.is_empty()) {
+        problems.push(
+            at(i, "cert.password"),
+            "an encrypted key is not supported; give a PEM file with the unencrypted key \
+             (`openssl pkcs12 -nodes` writes one) and an empty password",
+        );
+        return None;
+    }
+    Some(file)
 }
 
 /// The route's canonical prefix; `None` when it is not loaded (`earlier` are the routes before
@@ -186,20 +222,29 @@ fn target(t: &str) -> Result<(String, String), String> {
     ))
 }
 
-/// The upstream of `origin`: `target<n>` in order of first use, added to `upstreams` once.
+/// The upstream of `origin` (with `cert`, its client certificate): `target<n>` in order of
+/// first use, added to `upstreams` once.
 fn upstream(
     origins: &mut BTreeMap<String, String>,
     upstreams: &mut Map<String, Value>,
     origin: &str,
+    cert: Option<&str>,
 ) -> String {
     let n = origins.len();
+    let key = match cert {
+        None => origin.to_string(),
+        Some(c) => format!("{origin}\n{c}"),
+    };
     let upstream = origins
-        .entry(origin.to_string())
+        .entry(key)
         .or_insert_with(|| format!("target{n}"))
         .clone();
     upstreams
         .entry(upstream.clone())
-        .or_insert_with(|| json!({ "url": origin }));
+        .or_insert_with(|| match cert {
+            None => json!({ "url": origin }),
+            Some(c) => json!({ "url": origin, "client_cert": c, "client_key": c }),
+        });
     upstream
 }
 

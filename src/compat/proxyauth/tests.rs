@@ -210,3 +210,42 @@ fn prefix_rewrite() {
     assert!(PrefixRewrite::new("/api", "v1").is_none());
     assert!(PrefixRewrite::new("/api", "/v1?x").is_none());
 }
+
+#[test]
+fn a_pem_cert_becomes_the_upstreams_client_certificate() {
+    let routes = r#"
+routes:
+  - { prefix: /a, target: "https://10.0.0.1:8443/a", secure: false, cert: { file: "edge.pem", password: "" } }
+  - { prefix: /b, target: "https://10.0.0.1:8443/b", secure: false }
+"#;
+    let (cfg, _) = translate("config.json", &config(""), routes).unwrap();
+    let a = &cfg.upstreams[&cfg.routes[0].upstream];
+    assert_eq!(a.client_cert.as_deref(), Some("edge.pem"));
+    assert_eq!(a.client_key.as_deref(), Some("edge.pem"));
+    // The same origin without the cert is another upstream.
+    assert_ne!(cfg.routes[0].upstream, cfg.routes[1].upstream);
+    assert!(cfg.upstreams[&cfg.routes[1].upstream].client_cert.is_none());
+
+    let routes = r#"
+routes:
+  - { prefix: /a, target: "http://10.0.0.1:8080/a", cert: { file: "edge.pem", password: "" } }
+  - { prefix: /b, target: "https://10.0.0.1:8443/b", cert: { file: "edge.pem", password: "1234" } }
+  - { prefix: /c, target: "https://10.0.0.1:8443/c", cert: { file: "certificat.pk12", password: "1234" } }
+"#;
+    let e = translate("config.json", &config(""), routes)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("routes.yml:routes[0].cert.file: a client certificate needs an https:// target"),
+        "{e}"
+    );
+    assert!(
+        e.contains("routes.yml:routes[1].cert.password: an encrypted key"),
+        "{e}"
+    );
+    assert!(
+        e.contains("routes.yml:routes[2].cert.file: PKCS#12 is not read by authedge; convert it once with `openssl pkcs12 -in certificat.pk12 -nodes -out certificat.pk12.pem`"),
+        "{e}"
+    );
+}
