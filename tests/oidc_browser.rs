@@ -176,6 +176,17 @@ impl Browser {
         );
     }
 
+    /// Wait until no element matches `css` (the page it was on has gone).
+    fn wait_gone(&self, css: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.find(css).is_some() {
+            if Instant::now() > deadline {
+                panic!("{css} still at {}: {}", self.current(), self.text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Wait until the page text satisfies `f`.
     fn wait_text(&self, what: &str, f: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -257,7 +268,9 @@ fn browser_login_session_userinfo_sign_out_and_a_second_browser() {
     b.type_into("input[name=login]", "alice+admins@example.com");
     b.type_into("input[name=password]", "any");
     b.click("button[type=submit]");
-    // Consent, then back on the page.
+    // Consent (once the login form has gone: its button is a submit button too), then back on
+    // the page.
+    b.wait_gone("input[name=login]");
     b.click("button[type=submit]");
     let t = b.wait_text("the upstream page", |t| t.contains("\"x-forwarded-user\""));
     assert!(
