@@ -5,108 +5,30 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use common::jwtproxy::Keys;
-use common::{free_port, Edge};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
+use common::tls::{ca, Ca};
+use common::Edge;
 use serde_json::Value;
-
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-fn ca(name: &str) -> Ca {
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.distinguished_name.push(rcgen::DnType::CommonName, name);
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let key = KeyPair::generate().unwrap();
-    let cert = p.self_signed(&key).unwrap();
-    Ca { cert, key }
-}
 
 /// An HTTPS echo on 127.0.0.1 (its certificate from `ca`): answers each request with JSON of
 /// its path and headers, keep-alive.
 fn https_echo(ca: &Ca) -> u16 {
-    let issuer = rcgen::Issuer::from_ca_cert_der(ca.cert.der(), &ca.key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(
-        vec![leaf.der().clone()],
-        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-    )
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let port = free_port();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
-                .await
-                .unwrap();
-            tx.send(()).unwrap();
-            loop {
-                let Ok((tcp, _)) = l.accept().await else {
-                    continue;
-                };
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let svc = hyper::service::service_fn(
-                        |req: http::Request<hyper::body::Incoming>| async move {
-                            let headers: serde_json::Map<String, Value> = req
-                                .headers()
-                                .iter()
-                                .map(|(k, v)| {
-                                    (k.to_string(), Value::from(v.to_str().unwrap_or("")))
-                                })
-                                .collect();
-                            let body =
-                                serde_json::json!({"path": req.uri().path(), "headers": headers})
-                                    .to_string();
-                            Ok::<_, std::convert::Infallible>(http::Response::new(
-                                http_body_util::Full::new(bytes::Bytes::from(body)),
-                            ))
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                        .await;
-                });
-            }
-        });
-    });
-    rx.recv().unwrap();
-    port
+    common::tls::serve(common::tls::server_config(ca, None), |req, _| {
+        let headers: serde_json::Map<String, Value> = req
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(v.to_str().unwrap_or(""))))
+            .collect();
+        serde_json::json!({"path": req.uri.path(), "headers": headers}).to_string()
+    })
 }
 
 /// A certificate for 127.0.0.1 from `ca`, written as PEM files into `dir`: (cert, key).
 fn leaf_files(ca: &Ca, dir: &std::path::Path) -> (String, String) {
-    let issuer = rcgen::Issuer::from_ca_cert_der(ca.cert.der(), &ca.key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
+    let (leaf, key) = common::tls::leaf(ca, None, &["127.0.0.1"]);
     let (c, k) = (dir.join("leaf.pem"), dir.join("leaf.key"));
     std::fs::write(&c, leaf.pem()).unwrap();
     std::fs::write(&k, key.serialize_pem()).unwrap();

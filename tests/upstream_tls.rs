@@ -7,116 +7,30 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 
+use common::tls::{ca, leaf, Ca};
 use common::{client, free_port, Edge};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::KeyPair;
 use serde_json::Value;
-
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-fn ca(name: &str) -> Ca {
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.distinguished_name.push(rcgen::DnType::CommonName, name);
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let key = KeyPair::generate().unwrap();
-    let cert = p.self_signed(&key).unwrap();
-    Ca { cert, key }
-}
-
-/// A leaf from `ca` for `names`, with `cn` as its common name.
-fn leaf(ca: &Ca, cn: &str, names: &[&str]) -> (rcgen::Certificate, KeyPair) {
-    let issuer = Issuer::from_ca_cert_der(ca.cert.der(), &ca.key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut p =
-        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-    (p.signed_by(&key, &issuer).unwrap(), key)
-}
 
 /// An HTTPS server on 127.0.0.1 (certificate from `ca`) that requires a client certificate
 /// from `ca` and answers every request with JSON of the client certificate's common name.
 fn mtls_upstream(ca: &Ca) -> u16 {
-    let (cert, key) = leaf(ca, "upstream", &["127.0.0.1"]);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.cert.der().clone()).unwrap();
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .unwrap();
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let port = free_port();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
-                .await
-                .unwrap();
-            tx.send(()).unwrap();
-            loop {
-                let Ok((tcp, _)) = l.accept().await else {
-                    continue;
-                };
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let cn = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .and_then(|c| {
-                            let (_, x) = x509_parser::parse_x509_certificate(c).ok()?;
-                            let cn = x.subject().iter_common_name().next()?;
-                            cn.as_str().ok().map(str::to_string)
-                        })
-                        .unwrap_or_default();
-                    let svc = hyper::service::service_fn(
-                        move |_req: http::Request<hyper::body::Incoming>| {
-                            let body = serde_json::json!({ "client_cn": cn }).to_string();
-                            async move {
-                                Ok::<_, std::convert::Infallible>(http::Response::new(
-                                    http_body_util::Full::new(bytes::Bytes::from(body)),
-                                ))
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                        .await;
-                });
-            }
-        });
-    });
-    rx.recv().unwrap();
-    port
+    common::tls::serve(common::tls::server_config(ca, Some(ca)), |_, client| {
+        let cn = client
+            .and_then(|c| {
+                let (_, x) = x509_parser::parse_x509_certificate(c).ok()?;
+                let cn = x.subject().iter_common_name().next()?;
+                cn.as_str().ok().map(str::to_string)
+            })
+            .unwrap_or_default();
+        serde_json::json!({ "client_cn": cn }).to_string()
+    })
 }
 
 /// The test CA and a client certificate (CN `edge-client`) as files in `dir`.
 fn write_files(ca: &Ca, dir: &Path) {
-    let (cert, key) = leaf(ca, "edge-client", &["edge-client"]);
+    let (cert, key) = leaf(ca, Some("edge-client"), &["edge-client"]);
     std::fs::write(dir.join("ca.pem"), ca.cert.pem()).unwrap();
     std::fs::write(dir.join("client.pem"), cert.pem()).unwrap();
     std::fs::write(dir.join("client.key"), key.serialize_pem()).unwrap();

@@ -4,6 +4,7 @@
 
 pub mod jwtproxy;
 pub mod redis;
+pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
