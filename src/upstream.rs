@@ -7,7 +7,7 @@ use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::schema::UpstreamConfig;
 
-mod tls;
+pub(crate) mod tls;
 
 #[derive(Debug, Clone)]
 pub enum UpstreamKind {

@@ -6,18 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-fn check(path: &Path) -> (i32, String) {
-    let out = Command::new(common::bin())
-        .arg("check")
-        .arg("--config")
-        .arg(path)
-        .output()
-        .expect("run check");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
+use common::check;
 
 #[test]
 fn invalid_fixtures_report_every_problem_with_its_path() {

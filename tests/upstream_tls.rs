@@ -86,16 +86,7 @@ fn check(yaml: &str) -> (i32, String) {
     write_files(&ca, dir.path());
     let path = dir.path().join("config.yaml");
     std::fs::write(&path, yaml).unwrap();
-    let out = Command::new(common::bin())
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    common::check(&path)
 }
 
 #[test]

@@ -53,21 +53,9 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Every certificate of a PEM file.
-fn read_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{path}: not a PEM certificate file: {e}"))?;
-    if certs.is_empty() {
-        return Err(format!("{path}: no CERTIFICATE in it"));
-    }
-    Ok(certs)
-}
-
 /// The CA certificate, checked: a CA that may sign certificates and is valid now.
 fn read_ca_cert(path: &str) -> Result<CertificateDer<'static>, String> {
-    let cert = read_certs(path)?.swap_remove(0);
+    let cert = crate::upstream::tls::certs(path)?.swap_remove(0);
     let (_, x509) = x509_parser::parse_x509_certificate(&cert)
         .map_err(|e| format!("{path}: not an X.509 certificate: {e}"))?;
     let is_ca = matches!(x509.basic_constraints(), Ok(Some(bc)) if bc.value.ca);
@@ -126,7 +114,7 @@ pub fn build(
             );
         }
         for (i, f) in list.iter().enumerate() {
-            match read_certs(&resolve(f)) {
+            match crate::upstream::tls::certs(&resolve(f)) {
                 Ok(certs) => {
                     for c in certs {
                         if let Err(e) = roots.add(c) {

@@ -34,7 +34,7 @@ pub(super) fn apply(p: &mut HttpPeer, cfg: &UpstreamConfig, errs: &mut Vec<(Stri
                     p.group_key = pool_group(&list);
                     p.options.ca = Some(
                         list.into_iter()
-                            .map(|c| WrappedX509::new(c, parse_x509))
+                            .map(|c| WrappedX509::new(c.to_vec(), parse_x509))
                             .collect(),
                     );
                 }
@@ -62,15 +62,15 @@ fn read(path: &str) -> Result<Vec<u8>, String> {
 }
 
 /// Every certificate of a PEM file, each checked to be X.509 (Pingora parses them again and
-/// would stop on one that is not).
-fn certs(path: &str) -> Result<Vec<Vec<u8>>, String> {
+/// would stop on one that is not). The signer's CA reads its file with it too.
+pub(crate) fn certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = read(path)?;
     let mut out = Vec::new();
     for c in CertificateDer::pem_slice_iter(&pem) {
         let c = c.map_err(|e| format!("{path}: not a PEM certificate file: {e}"))?;
         x509_parser::parse_x509_certificate(&c)
             .map_err(|e| format!("{path}: not an X.509 certificate: {e}"))?;
-        out.push(c.to_vec());
+        out.push(c);
     }
     if out.is_empty() {
         return Err(format!("{path}: no CERTIFICATE in it"));
@@ -80,7 +80,7 @@ fn certs(path: &str) -> Result<Vec<Vec<u8>>, String> {
 
 /// A pool group of its own for the connections verified with `ca` (never 0, the group of
 /// upstreams that use the system's roots).
-fn pool_group(ca: &[Vec<u8>]) -> u64 {
+fn pool_group(ca: &[CertificateDer<'_>]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     ca.hash(&mut h);
@@ -101,11 +101,8 @@ fn client(cert: &str, key: &str) -> Result<Arc<CertKey>, (&'static str, String)>
     pingora::tls::install_default_crypto_provider();
     let provider = rustls::crypto::CryptoProvider::get_default()
         .ok_or(("client_key", "no TLS crypto provider".to_string()))?;
-    let ders = chain
-        .iter()
-        .map(|c| CertificateDer::from(c.clone()))
-        .collect();
-    CertifiedKey::from_der(ders, der, provider)
+    let raw_chain = chain.iter().map(|c| c.to_vec()).collect();
+    CertifiedKey::from_der(chain, der, provider)
         .map_err(|e| ("client_key", format!("{key}: does not fit {cert}: {e}")))?;
-    Ok(Arc::new(CertKey::new(chain, raw)))
+    Ok(Arc::new(CertKey::new(raw_chain, raw)))
 }

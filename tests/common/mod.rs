@@ -203,6 +203,20 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_authedge")
 }
 
+/// `authedge check --config path`: its exit code and what it printed.
+pub fn check(path: &Path) -> (i32, String) {
+    let out = Command::new(bin())
+        .arg("check")
+        .arg("--config")
+        .arg(path)
+        .output()
+        .expect("run check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 impl Edge {
     pub fn start(yaml: &str) -> Edge {
         Self::start_with_env(yaml, &[])

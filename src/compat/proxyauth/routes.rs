@@ -52,16 +52,14 @@ pub(super) fn routes(
                 continue;
             }
         };
-        let cert = cert.filter(|_| {
-            let https = origin.starts_with("https://");
-            if !https {
-                problems.push(
-                    at(i, "cert.file"),
-                    "a client certificate needs an https:// target",
-                );
-            }
-            https
-        });
+        let https = origin.starts_with("https://");
+        if cert.is_some() && !https {
+            problems.push(
+                at(i, "cert.file"),
+                "a client certificate needs an https:// target",
+            );
+        }
+        let cert = cert.filter(|_| https);
         let upstream = upstream(&mut origins, &mut out.upstreams, &origin, cert);
         let access = access(i, rt, names, &mut unlisted, notes);
         public_routes |= access == Access::Public;

@@ -58,7 +58,7 @@ impl RedisStore {
 
     /// This thread's connection once it has answered a ping (made on first use, probed in the
     /// background meanwhile); until then the shared one, so no request waits for a connect.
-    fn connection(&self) -> Result<(Conn, Option<Arc<LocalConn>>), StateError> {
+    fn connection(&self) -> Result<(Conn, Option<&LocalConn>), StateError> {
         let Some(shared) = self.conn.load_full() else {
             return Err(StateError::NotConnected);
         };
@@ -75,7 +75,7 @@ impl RedisStore {
             })
         })?;
         if local.ready.load(Ordering::Acquire) {
-            return Ok((Conn::Single(local.conn.clone()), Some(local.clone())));
+            return Ok((Conn::Single(local.conn.clone()), Some(local)));
         }
         if !local.probing.swap(true, Ordering::AcqRel) {
             tokio::spawn(LocalConn::probe(local.clone()));
@@ -102,29 +102,22 @@ impl RedisStore {
             Err(e) => Err(e),
             Ok((conn, local)) => {
                 let deadline = tokio::time::Instant::now() + self.settings.timeout;
-                match tokio::time::timeout_at(deadline, exec(conn, work)).await {
-                    Ok(Ok(v)) => Ok(v),
+                let first = tokio::time::timeout_at(deadline, exec(conn, work)).await;
+                match (first, local) {
                     // A thread's own connection that lost Redis (it went away, or came back and
                     // this connection has not reconnected yet): stop using it until it answers a
                     // ping again, and try once on the shared connection, which the health task
                     // keeps answering, within the same deadline.
-                    Ok(Err(e)) if local.is_some() && lost_connection(&e) => {
-                        if let Some(l) = &local {
-                            l.ready.store(false, Ordering::Release);
-                        }
+                    (Ok(Err(e)), Some(l)) if lost_connection(&e) => {
+                        l.ready.store(false, Ordering::Release);
                         match self.shared() {
-                            Err(e) => Err(e),
                             Ok(conn) => {
-                                match tokio::time::timeout_at(deadline, exec(conn, work)).await {
-                                    Ok(Ok(v)) => Ok(v),
-                                    Ok(Err(e)) => Err(StateError::Backend(e.to_string())),
-                                    Err(_) => Err(StateError::Timeout),
-                                }
+                                settle(tokio::time::timeout_at(deadline, exec(conn, work)).await)
                             }
+                            Err(e) => Err(e),
                         }
                     }
-                    Ok(Err(e)) => Err(StateError::Backend(e.to_string())),
-                    Err(_) => Err(StateError::Timeout),
+                    (first, _) => settle(first),
                 }
             }
         };
@@ -154,6 +147,17 @@ impl LocalConn {
             me.ready.store(true, Ordering::Release);
         }
         me.probing.store(false, Ordering::Release);
+    }
+}
+
+/// One attempt's outcome as the store's error.
+fn settle<T>(
+    r: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+) -> Result<T, StateError> {
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(StateError::Backend(e.to_string())),
+        Err(_) => Err(StateError::Timeout),
     }
 }
 
